@@ -1,0 +1,128 @@
+"""Stratified, group-aware splitting with a leakage audit.
+
+Groups (patients) never straddle splits; within that constraint each label's share of every split is steered
+towards the requested ratios. Ratios are a mapping, so 80/10/10 (train/val/test), 90/10 (train/test) and
+64/16/20 are all expressible.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from genediag.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class SplitError(ValueError):
+    """The data cannot be split as asked (class too small, leakage); the message names the class or file."""
+
+
+def check_ratios(ratios: Mapping[str, float], where: str = "split.ratios") -> dict[str, float]:
+    if not ratios:
+        raise ConfigError(f"{where}: give at least one split, e.g. {{train: 0.8, val: 0.1, test: 0.1}}")
+    bad = {k: v for k, v in ratios.items() if not (isinstance(v, (int, float)) and 0 <= v <= 1)}
+    if bad:
+        raise ConfigError(f"{where}: ratios must be numbers in [0, 1], got {bad}")
+    total = float(sum(ratios.values()))
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"{where}: ratios must add up to 1, they add up to {total:g}")
+    return {str(k): float(v) for k, v in ratios.items()}
+
+
+def stratified_group_split(labels, groups, ratios: Mapping[str, float], seed: int) -> np.ndarray:
+    """Assign each item a split name; all items of one group share a split.
+
+    Greedy iterative stratification over groups: groups holding the rarest labels are placed first, each
+    into the split whose quota for that label is furthest from filled (ties: the split furthest below its
+    overall size quota, then a seeded random choice).
+    """
+    ratios = check_ratios(ratios)
+    labels = pd.Series(np.asarray(labels), dtype=str).reset_index(drop=True)
+    groups = pd.Series(np.asarray(groups), dtype=str).reset_index(drop=True)
+    names = [k for k, v in ratios.items() if v > 0]
+    r = np.array([ratios[k] for k in names])
+    classes = sorted(labels.unique())
+    cidx = {c: i for i, c in enumerate(classes)}
+
+    table = pd.crosstab(groups, labels.map(cidx)).reindex(columns=range(len(classes)), fill_value=0)
+    gnames = table.index.to_numpy()
+    counts = table.to_numpy()  # groups × classes
+    totals = counts.sum(0)
+    groups_per_class = (counts > 0).sum(0)
+    too_small = [(classes[c], int(groups_per_class[c])) for c in range(len(classes)) if groups_per_class[c] < len(names)]
+    if too_small:
+        desc = ", ".join(f"'{c}' ({n} group{'s' if n != 1 else ''})" for c, n in too_small)
+        raise SplitError(
+            f"class too small to stratify into {len(names)} splits {names}: {desc}; each class needs at least "
+            f"one group (patient) per split. Add data for it, drop the class from the task, or use fewer splits."
+        )
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(gnames))
+    rarest = np.where(counts > 0, totals[None, :], np.iinfo(np.int64).max).min(1)
+    order = order[np.lexsort((-counts.sum(1)[order], rarest[order]))]  # rarest label first, then bigger groups
+
+    target = r[:, None] * totals[None, :]  # splits × classes
+    filled = np.zeros_like(target)
+    size_target = r * counts.sum()
+    size = np.zeros(len(names))
+    assignment = np.empty(len(gnames), dtype=object)
+    for g in order:
+        present = np.flatnonzero(counts[g])
+        c = present[np.argmin(totals[present])]
+        need = target[:, c] - filled[:, c]
+        room = size_target - size
+        jitter = rng.random(len(names)) * 1e-9
+        s = int(np.lexsort((jitter, -room, -np.round(need, 9)))[0])
+        assignment[g] = names[s]
+        filled[s] += counts[g]
+        size[s] += counts[g].sum()
+    by_group = dict(zip(gnames, assignment))
+    return groups.map(by_group).to_numpy()
+
+
+def audit_leakage(df: pd.DataFrame, hash_col: str = "sha256", group_col: str = "group_id") -> None:
+    """Fail when one image hash or one group sits in two splits."""
+    for col, what in ((hash_col, "image (same sha256)"), (group_col, "group")):
+        if col not in df.columns:
+            continue
+        spread = df.groupby(col)["split"].nunique()
+        leaked = spread[spread > 1]
+        if len(leaked):
+            key = leaked.index[0]
+            rows = df[df[col] == key]
+            where = "; ".join(f"{p} in {s}" for p, s in zip(rows["path"].head(4), rows["split"].head(4)))
+            raise SplitError(f"leakage: {len(leaked)} {what} value(s) appear in more than one split, e.g. {key}: {where}")
+
+
+def split_summary(df: pd.DataFrame) -> dict:
+    out = {"items": df["split"].value_counts().sort_index().to_dict(),
+           "groups": df.groupby("split")["group_id"].nunique().sort_index().to_dict(),
+           "labels": {s: g["label"].value_counts().sort_index().to_dict() for s, g in df.groupby("split")}}
+    return out
+
+
+def split_dataset(ingested_dir, out_csv, ratios: Mapping[str, float], seed: int, stratify_on: str = "label") -> dict:
+    """Split an ingested dataset; write ``out_csv`` (index, path, label, group_id, cell_id, sha256, split) and
+    a JSON summary beside it. Fails on a class too small to stratify and on any leakage."""
+    import json
+    from pathlib import Path
+
+    from genediag.data.ingest import load_ingested
+
+    manifest, _ = load_ingested(ingested_dir)
+    df = manifest.copy()
+    df["split"] = stratified_group_split(df[stratify_on], df["group_id"], ratios, seed)
+    audit_leakage(df)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False)
+    summary = {"ratios": dict(ratios), "seed": seed, **split_summary(df)}
+    out_csv.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("split %s: %s items, %s groups", ingested_dir, summary["items"], summary["groups"])
+    return summary

@@ -1,0 +1,59 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from genediag.config import ConfigError
+from genediag.data.split import SplitError, audit_leakage, stratified_group_split
+
+
+def _cohort(n_patients=40, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        for c in range(int(rng.integers(1, 4))):
+            for label in ["a", "b", "c"] + (["rare"] if p % 8 == 0 else []):
+                rows.append((f"P{p}", label))
+    return pd.DataFrame(rows, columns=["group_id", "label"])
+
+
+@pytest.mark.parametrize("ratios", [{"train": 0.8, "val": 0.1, "test": 0.1}, {"train": 0.9, "test": 0.1},
+                                    {"train": 0.64, "val": 0.16, "test": 0.2}])
+def test_groups_never_straddle_and_ratios_are_close(ratios):
+    df = _cohort()
+    split = stratified_group_split(df["label"], df["group_id"], ratios, seed=3)
+    df = df.assign(split=split)
+    assert (df.groupby("group_id")["split"].nunique() == 1).all()
+    shares = df["split"].value_counts(normalize=True)
+    for name, r in ratios.items():
+        assert abs(shares[name] - r) < 0.08, (name, shares[name], r)
+    # the rare class (5 patients) reaches every split
+    assert set(df.loc[df["label"] == "rare", "split"]) == set(ratios)
+
+
+def test_split_is_seeded():
+    df = _cohort()
+    r = {"train": 0.8, "val": 0.1, "test": 0.1}
+    a = stratified_group_split(df["label"], df["group_id"], r, seed=1)
+    b = stratified_group_split(df["label"], df["group_id"], r, seed=1)
+    c = stratified_group_split(df["label"], df["group_id"], r, seed=2)
+    assert (a == b).all() and not (a == c).all()
+
+
+def test_class_too_small_is_named():
+    df = _cohort(n_patients=20)
+    df = pd.concat([df, pd.DataFrame([("P0", "lonely"), ("P1", "lonely")], columns=["group_id", "label"])])
+    with pytest.raises(SplitError, match=r"'lonely' \(2 groups\)"):
+        stratified_group_split(df["label"], df["group_id"], {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
+
+
+def test_bad_ratios():
+    with pytest.raises(ConfigError, match="add up to 1"):
+        stratified_group_split(["a"], ["g"], {"train": 0.8, "test": 0.3}, seed=0)
+
+
+def test_leakage_audit_catches_same_image_in_two_splits():
+    df = pd.DataFrame({"path": ["x/a.png", "y/a.png"], "sha256": ["h", "h"], "group_id": ["P1", "P2"],
+                       "split": ["train", "test"]})
+    with pytest.raises(SplitError, match="same sha256"):
+        audit_leakage(df)
+    audit_leakage(df.assign(sha256=["h1", "h2"]))
