@@ -8,7 +8,10 @@ def main() -> None:
     cfg = stage_section(args, "generate")
     from genediag.synthetic.cohort import generate_cohort
 
-    generate_cohort(SYNTHETIC_ROOT, cfg, report_dir="reports/figures")
+    try:
+        generate_cohort(SYNTHETIC_ROOT, cfg, report_dir="reports/figures")
+    except ValueError as exc:  # bad generator params: one line naming the key
+        raise SystemExit(f"error: {args.params}: generate: {exc}")
 
 
 if __name__ == "__main__":

@@ -57,3 +57,12 @@ def test_leakage_audit_catches_same_image_in_two_splits():
     with pytest.raises(SplitError, match="same sha256"):
         audit_leakage(df)
     audit_leakage(df.assign(sha256=["h1", "h2"]))
+
+
+def test_few_groups_still_fill_every_split():
+    """7 patients, 80/10/10: each split gets a patient (a naive greedy leaves val empty)."""
+    df = pd.DataFrame([(f"P{p}", lab) for p in range(7) for lab in ["a", "b", "X"] + (["Y"] if p < 3 else ["X"])],
+                      columns=["group_id", "label"])
+    split = stratified_group_split(df["label"], df["group_id"], {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
+    assert set(split) == {"train", "val", "test"}
+    assert set(df.assign(split=split).loc[df["label"] == "Y", "split"]) == {"train", "val", "test"}

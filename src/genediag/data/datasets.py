@@ -67,7 +67,7 @@ class CachedImageDataset(Dataset):
         img = self.load(i)
         if self.augment is not None:
             img = self.augment(image=img)["image"]
-        x = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255.0)
+        x = torch.from_numpy(img.astype(np.float32)).div_(255.0)  # a copy: the cache is a read-only memmap
         x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
         if self.invert:
             x = 1.0 - x

@@ -34,12 +34,14 @@ def check_ratios(ratios: Mapping[str, float], where: str = "split.ratios") -> di
     return {str(k): float(v) for k, v in ratios.items()}
 
 
-def stratified_group_split(labels, groups, ratios: Mapping[str, float], seed: int) -> np.ndarray:
+def stratified_group_split(labels, groups, ratios: Mapping[str, float], seed: int, trials: int = 200) -> np.ndarray:
     """Assign each item a split name; all items of one group share a split.
 
-    Greedy iterative stratification over groups: groups holding the rarest labels are placed first, each
-    into the split whose quota for that label is furthest from filled (ties: the split furthest below its
-    overall size quota, then a seeded random choice).
+    Candidates: one greedy iterative stratification (groups holding the rarest labels first, each into the split
+    whose quota for that label is furthest from filled) plus `trials` seeded random orders filled by size quota.
+    The candidate with the lowest score wins, where the score adds the per-class deviation from the requested
+    ratios, the deviation of split sizes, and a heavy penalty for every (split, class) pair left empty although
+    the class has enough groups to reach every split.
     """
     ratios = check_ratios(ratios)
     labels = pd.Series(np.asarray(labels), dtype=str).reset_index(drop=True)
@@ -61,28 +63,51 @@ def stratified_group_split(labels, groups, ratios: Mapping[str, float], seed: in
             f"class too small to stratify into {len(names)} splits {names}: {desc}; each class needs at least "
             f"one group (patient) per split. Add data for it, drop the class from the task, or use fewer splits."
         )
+    if len(gnames) < len(names):
+        raise SplitError(f"{len(gnames)} group(s) cannot fill {len(names)} splits {names}")
 
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(gnames))
-    rarest = np.where(counts > 0, totals[None, :], np.iinfo(np.int64).max).min(1)
-    order = order[np.lexsort((-counts.sum(1)[order], rarest[order]))]  # rarest label first, then bigger groups
-
     target = r[:, None] * totals[None, :]  # splits × classes
-    filled = np.zeros_like(target)
-    size_target = r * counts.sum()
-    size = np.zeros(len(names))
-    assignment = np.empty(len(gnames), dtype=object)
-    for g in order:
-        present = np.flatnonzero(counts[g])
-        c = present[np.argmin(totals[present])]
-        need = target[:, c] - filled[:, c]
-        room = size_target - size
-        jitter = rng.random(len(names)) * 1e-9
-        s = int(np.lexsort((jitter, -room, -np.round(need, 9)))[0])
-        assignment[g] = names[s]
-        filled[s] += counts[g]
-        size[s] += counts[g].sum()
-    by_group = dict(zip(gnames, assignment))
+    sizes = counts.sum(1)
+    size_target = r * sizes.sum()
+
+    def score(assign: np.ndarray) -> float:
+        filled = np.stack([counts[assign == s].sum(0) for s in range(len(names))])
+        class_dev = (np.abs(filled - target) / totals[None, :]).sum() / len(classes)
+        size_dev = np.abs(filled.sum(1) - size_target).sum() / sizes.sum()
+        empty = int((filled == 0).sum())
+        return empty * 10.0 + class_dev + size_dev
+
+    def by_size(order: np.ndarray) -> np.ndarray:
+        assign, size = np.empty(len(gnames), dtype=np.int64), np.zeros(len(names))
+        for g in order:
+            s = int(np.argmax(size_target - size))
+            assign[g] = s
+            size[s] += sizes[g]
+        return assign
+
+    def stratified(order: np.ndarray) -> np.ndarray:
+        rarest = np.where(counts > 0, totals[None, :], np.iinfo(np.int64).max).min(1)
+        order = order[np.lexsort((-sizes[order], rarest[order]))]  # rarest label first, then bigger groups
+        filled, size = np.zeros_like(target), np.zeros(len(names))
+        assign = np.empty(len(gnames), dtype=np.int64)
+        for g in order:
+            present = np.flatnonzero(counts[g])
+            c = present[np.argmin(totals[present])]
+            s = int(np.lexsort((-(size_target - size), -np.round(target[:, c] - filled[:, c], 9)))[0])
+            assign[g] = s
+            filled[s] += counts[g]
+            size[s] += sizes[g]
+        return assign
+
+    best = stratified(rng.permutation(len(gnames)))
+    best_score = score(best)
+    for _ in range(trials):
+        cand = by_size(rng.permutation(len(gnames)))
+        cand_score = score(cand)
+        if cand_score < best_score:
+            best, best_score = cand, cand_score
+    by_group = dict(zip(gnames, np.array(names, dtype=object)[best]))
     return groups.map(by_group).to_numpy()
 
 
@@ -107,7 +132,8 @@ def split_summary(df: pd.DataFrame) -> dict:
     return out
 
 
-def split_dataset(ingested_dir, out_csv, ratios: Mapping[str, float], seed: int, stratify_on: str = "label") -> dict:
+def split_dataset(ingested_dir, out_csv, ratios: Mapping[str, float], seed: int, stratify_on: str = "label",
+                  trials: int = 200) -> dict:
     """Split an ingested dataset; write ``out_csv`` (index, path, label, group_id, cell_id, sha256, split) and
     a JSON summary beside it. Fails on a class too small to stratify and on any leakage."""
     import json
@@ -117,7 +143,7 @@ def split_dataset(ingested_dir, out_csv, ratios: Mapping[str, float], seed: int,
 
     manifest, _ = load_ingested(ingested_dir)
     df = manifest.copy()
-    df["split"] = stratified_group_split(df[stratify_on], df["group_id"], ratios, seed)
+    df["split"] = stratified_group_split(df[stratify_on], df["group_id"], ratios, seed, trials)
     audit_leakage(df)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,11 @@ def evaluate_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", m
     y = rows["target"].to_numpy()
     metrics = classification_metrics(y, pred, names)
     fit_info = json.loads((Path(models_dir) / run / "fit.json").read_text())
+    per_class = pd.DataFrame.from_dict(metrics.pop("per_class"), orient="index").rename_axis("class").round(6)
     result = {"task": cfg["task"], "model": cfg["model"], "run": run, "split": split, "dataset": cfg["dataset"],
               "best_epoch": fit_info["best_epoch"], "epochs_run": fit_info["epochs_run"],
-              **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items() if k != "per_class"},
-              "per_class": {c: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
-                            for c, d in metrics["per_class"].items()}}
+              **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
+              "per_class_accuracy": per_class["accuracy"].to_dict()}
 
     metrics_path = Path(metrics_dir) / cfg["task"] / f"{cfg['model']}.json"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +61,7 @@ def evaluate_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", m
     out = Path(eval_dir) / run
     out.mkdir(parents=True, exist_ok=True)
     pd.concat([pred_table, prob_cols], axis=1).to_csv(out / "predictions.csv", index=False)
+    per_class.to_csv(out / "per_class.csv")
     log.info("%s on %s (%d items, synthetic if the cohort is): accuracy %.4f, macro F1 %.4f", run, split,
              metrics["n"], metrics["accuracy"], metrics["macro_f1"])
     return result

@@ -54,15 +54,15 @@ def write_chromosome_report(tasks: Sequence[str], dataset: str, synthetic: bool,
                   "TN/(TP+TN), which is not specificity).", ""]
         lines += [table(["Model", "n", *[h for _, h in METRIC_COLUMNS], "Best epoch"],
                         [[r["model"], r["n"], *[r[k] for k, _ in METRIC_COLUMNS], r["best_epoch"]] for r in results]), ""]
-        classes = sorted({c for r in results for c in r["per_class"]}, key=natural_key)
+        classes = sorted({c for r in results for c in r["per_class_accuracy"]}, key=natural_key)
         lines += [f"### {task}: per-class accuracy{tag}", ""]
-        rows = [[c, *[r["per_class"].get(c, {}).get("accuracy", float("nan")) for r in results]] for c in classes]
-        rows.append(["**average**", *[sum(r["per_class"][c]["accuracy"] for c in r["per_class"]) / len(r["per_class"])
+        rows = [[c, *[r["per_class_accuracy"].get(c, float("nan")) for r in results]] for c in classes]
+        rows.append(["**average**", *[sum(r["per_class_accuracy"].values()) / len(r["per_class_accuracy"])
                                       for r in results]])
         lines += [table(["Class", *[r["model"] for r in results]], rows), ""]
         for r in results:
             conf = pd.read_csv(Path(plots_dir) / "confusion" / task / f"{r['model']}.csv", dtype=str)
-            fig = confusion_figure(conf["actual"], conf["predicted"], list(r["per_class"]),
+            fig = confusion_figure(conf["actual"], conf["predicted"], list(r["per_class_accuracy"]),
                                    figures_dir / f"confusion_{task}_{r['model']}.png",
                                    f"{task} / {r['model']}{tag}")
             lines += [f"![Confusion matrix {task} {r['model']}{tag}]({rel(fig)})", ""]

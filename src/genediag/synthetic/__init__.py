@@ -1,0 +1,1 @@
+"""Synthetic G-banded chromosome cohort: karyotypes, renderer, karyograms, cohort generator."""

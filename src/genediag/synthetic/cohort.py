@@ -1,0 +1,307 @@
+"""Generate a synthetic cohort: patients → cells → G-banded chromosome crops, plus one karyogram per cell.
+
+Every random draw comes from ``numpy.random.default_rng(SeedSequence([seed, patient, cell, item]))``
+(patient-level draws use cell = item = 0, cell-level draws item = 0, chromosome k uses item = k ≥ 1;
+patients and cells are numbered from 1), so the output is bit-identical for the same params whatever
+order or process generates it.
+
+Layout written under ``out_dir``::
+
+    chromosomes/<patient_id>/<cell_id>_<nn>_<label>.png   posed crops (uint8, mode L, canvas×canvas)
+    chromosomes/manifest.csv   path,label,group_id,cell_id,karyotype,origin
+    karyograms/<cell_id>.png                              composed karyogram of the cell
+    karyograms/manifest.csv    path,label,group_id,cell_id,karyotype   (label: normal/abnormal)
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from genediag.synthetic.karyogram import compose_karyogram
+from genediag.synthetic.karyotype import ABNORMALITIES, ALL_LABELS, make_karyotype
+from genediag.synthetic.render import merge_render_params, render_chromosome
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COHORT_PARAMS: dict[str, Any] = {
+    "seed": 0,
+    "normal_patients": 48,
+    "abnormalities": list(ABNORMALITIES),  # karyotype abnormalities, each given to N patients
+    "patients_per_abnormality": 3,
+    "cells_per_patient": 2,
+    "female_fraction": 0.5,  # P(46,XX) for a patient whose abnormality does not fix the sex
+    "canvas": 128,  # crop size (px); overrides render.canvas
+    "karyogram_size": [640, 480],  # [W, H]
+    "condensation": [0.7, 1.0],  # per-cell length factor range (1.0 = chr1 at render.chr1_frac)
+    "cell_width": [0.85, 1.15],  # per-cell chromosome width factor range
+    "contact_sheet_per_class": 6,  # instances per class on the report contact sheet
+    "workers": 1,  # processes used to render patients (output is identical for any value)
+    "render": {},  # renderer knobs, see genediag.synthetic.render.DEFAULT_RENDER_PARAMS
+}
+
+CROP_COLUMNS = ["path", "label", "group_id", "cell_id", "karyotype", "origin"]
+KARYOGRAM_COLUMNS = ["path", "label", "group_id", "cell_id", "karyotype"]
+_PER_CELL_RENDER_KEYS = ("canvas", "condensation", "cell_width")
+_TILE = 96  # contact-sheet tile size (px)
+
+
+def merge_cohort_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """DEFAULT_COHORT_PARAMS updated with ``params``; unknown keys raise ValueError naming them."""
+    out = copy.deepcopy(DEFAULT_COHORT_PARAMS)
+    for key, value in (params or {}).items():
+        if key not in DEFAULT_COHORT_PARAMS:
+            raise ValueError(f"unknown cohort param {key!r}; allowed: {sorted(DEFAULT_COHORT_PARAMS)}")
+        out[key] = copy.deepcopy(value)
+    render = out["render"] or {}
+    if not isinstance(render, dict):
+        raise ValueError("cohort param 'render' must be a mapping of renderer knobs")
+    for key in _PER_CELL_RENDER_KEYS:
+        if key in render:
+            raise ValueError(f"render param {key!r} is set by the cohort; use the cohort key {key!r} instead")
+    merge_render_params(render)  # validates the renderer keys now, not deep inside a worker
+    out["render"] = render
+    abn = list(out["abnormalities"] or [])
+    bad = [a for a in abn if a not in ABNORMALITIES]
+    if bad:
+        raise ValueError(f"unknown abnormality {bad}; allowed: {ABNORMALITIES}")
+    if len(set(abn)) != len(abn):
+        raise ValueError(f"duplicate entries in 'abnormalities': {abn}")
+    out["abnormalities"] = abn
+    for key in ("seed", "normal_patients", "patients_per_abnormality", "cells_per_patient", "canvas", "workers"):
+        if int(out[key]) != out[key] or int(out[key]) < 0:
+            raise ValueError(f"cohort param {key!r} must be a non-negative integer, got {out[key]!r}")
+        out[key] = int(out[key])
+    if out["cells_per_patient"] < 1 or out["canvas"] < 16:
+        raise ValueError("cohort params need cells_per_patient >= 1 and canvas >= 16")
+    for key in ("condensation", "cell_width", "karyogram_size"):
+        v = out[key]
+        if not (isinstance(v, (list, tuple)) and len(v) == 2):
+            raise ValueError(f"cohort param {key!r} must be a pair, got {v!r}")
+        out[key] = [float(v[0]), float(v[1])] if key != "karyogram_size" else [int(v[0]), int(v[1])]
+    if not 0.0 <= float(out["female_fraction"]) <= 1.0:
+        raise ValueError("cohort param 'female_fraction' must be in [0, 1]")
+    return out
+
+
+def patient_plan(params: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """[(patient_id, abnormality or None)]: abnormalities round-robin, then the normal patients."""
+    kinds: list[str | None] = []
+    for _ in range(params["patients_per_abnormality"]):
+        kinds.extend(params["abnormalities"])
+    kinds.extend([None] * params["normal_patients"])
+    return [(f"P{i + 1:04d}", k) for i, k in enumerate(kinds)]
+
+
+def _rng(seed: int, patient: int, cell: int = 0, item: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), patient, cell, item]))
+
+
+def _uniform(rng: np.random.Generator, lohi) -> float:
+    lo, hi = lohi
+    return float(lo) if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
+def _generate_patient(job: tuple[int, str, str | None, dict[str, Any], str, int, bool]) -> dict[str, Any]:
+    """Render and write all cells of one patient; returns manifest rows and contact-sheet samples."""
+    p_index, pid, kind, params, out_dir, n_samples, keep_karyograms = job
+    out = Path(out_dir)
+    seed = params["seed"]
+    prng = _rng(seed, p_index)
+    sex = "XX" if prng.uniform() < params["female_fraction"] else "XY"
+    crop_rows, kg_rows = [], []
+    samples: dict[str, list[np.ndarray]] = {}
+    karyograms: dict[str, bytes] = {}
+    pdir = out / "chromosomes" / pid
+    pdir.mkdir(parents=True, exist_ok=True)
+    kdir = out / "karyograms"
+    for c_index in range(1, params["cells_per_patient"] + 1):
+        cid = f"{pid}-C{c_index}"
+        crng = _rng(seed, p_index, c_index)
+        kt = make_karyotype(kind, sex)
+        render = dict(params["render"])
+        render["canvas"] = params["canvas"]
+        render["condensation"] = _uniform(crng, params["condensation"])
+        render["cell_width"] = _uniform(crng, params["cell_width"])
+        rp = merge_render_params(render)
+        uprights, labels = [], []
+        sampled: set[str] = set()  # at most one contact-sheet sample per label and cell
+        for k, chrom in enumerate(kt.chromosomes, start=1):
+            r = render_chromosome(chrom.segments, _rng(seed, p_index, c_index, k), rp)
+            name = f"{cid}_{k:02d}_{chrom.label}.png"
+            ok, buf = cv2.imencode(".png", r.crop)
+            if not ok:  # pragma: no cover
+                raise RuntimeError(f"PNG encoding failed for {name}")
+            (pdir / name).write_bytes(buf.tobytes())
+            crop_rows.append([f"{pid}/{name}", chrom.label, pid, cid, kt.iscn, chrom.origin])
+            uprights.append(r.upright)
+            labels.append(chrom.label)
+            if n_samples and chrom.label not in sampled and len(samples.setdefault(chrom.label, [])) < n_samples:
+                sampled.add(chrom.label)
+                samples[chrom.label].append(cv2.resize(r.crop, (_TILE, _TILE), interpolation=cv2.INTER_AREA))
+        kg = compose_karyogram(uprights, labels, tuple(params["karyogram_size"]), title=kt.iscn)
+        ok, buf = cv2.imencode(".png", kg)
+        (kdir / f"{cid}.png").write_bytes(buf.tobytes())
+        if keep_karyograms:  # a report is being made: keep the PNG for the report's example karyogram
+            karyograms[cid] = buf.tobytes()
+        kg_rows.append([f"{cid}.png", "abnormal" if kt.is_abnormal else "normal", pid, cid, kt.iscn])
+    return {
+        "pid": pid,
+        "kind": kind,
+        "crop_rows": crop_rows,
+        "kg_rows": kg_rows,
+        "samples": samples,
+        "karyograms": karyograms,
+    }
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(rows)
+
+
+def generate_cohort(out_dir, params: dict[str, Any] | None = None, report_dir=None) -> dict[str, Any]:
+    """Write the synthetic cohort under ``out_dir`` (see module doc) and return a summary dict.
+
+    ``report_dir``: if given, also writes ``synthetic_chromosomes.png`` (contact sheet, one row per
+    class) and ``synthetic_karyogram.png`` (the first +21 cell, else the first abnormal cell).
+    """
+    prm = merge_cohort_params(params)
+    out = Path(out_dir)
+    t_start = time.perf_counter()
+    for sub in ("chromosomes", "karyograms"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+    plan = patient_plan(prm)
+    n_samples = int(prm["contact_sheet_per_class"]) if report_dir is not None else 0
+    report = report_dir is not None
+    jobs = [(i + 1, pid, kind, prm, str(out), n_samples, report) for i, (pid, kind) in enumerate(plan)]
+    log.info(
+        "generating %d patients (%d normal, %d abnormalities x %d) x %d cells into %s",
+        len(plan),
+        prm["normal_patients"],
+        len(prm["abnormalities"]),
+        prm["patients_per_abnormality"],
+        prm["cells_per_patient"],
+        out,
+    )
+    results: list[dict[str, Any]] = []
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # tiny images: OpenCV's thread pool costs more than it saves
+    bar = tqdm(total=len(jobs), desc="synthetic cohort", unit="patient", mininterval=1.0)
+    try:
+        if prm["workers"] > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=prm["workers"], initializer=_worker_init) as ex:
+                for res in ex.map(_generate_patient, jobs, chunksize=1):
+                    results.append(res)
+                    bar.update(1)
+        else:
+            for job in jobs:
+                results.append(_generate_patient(job))
+                bar.update(1)
+    finally:
+        bar.close()
+        cv2.setNumThreads(cv_threads)
+
+    crop_rows = [r for res in results for r in res["crop_rows"]]
+    kg_rows = [r for res in results for r in res["kg_rows"]]
+    _write_csv(out / "chromosomes" / "manifest.csv", CROP_COLUMNS, crop_rows)
+    _write_csv(out / "karyograms" / "manifest.csv", KARYOGRAM_COLUMNS, kg_rows)
+
+    per_label = Counter(r[1] for r in crop_rows)
+    per_kind = Counter("normal" if res["kind"] is None else res["kind"] for res in results)
+    kg_counts = Counter(r[1] for r in kg_rows)
+    summary = {
+        "patients": len(results),
+        "cells": len(kg_rows),
+        "crops": len(crop_rows),
+        "crops_per_label": {lab: int(per_label.get(lab, 0)) for lab in ALL_LABELS},
+        "karyograms": {"normal": int(kg_counts.get("normal", 0)), "abnormal": int(kg_counts.get("abnormal", 0))},
+        "patients_per_kind": {k: int(v) for k, v in per_kind.items()},
+    }
+
+    if report_dir is not None:
+        rdir = Path(report_dir)
+        rdir.mkdir(parents=True, exist_ok=True)
+        samples: dict[str, list[np.ndarray]] = {}
+        for res in results:
+            for lab, ims in res["samples"].items():
+                have = samples.setdefault(lab, [])
+                have.extend(ims[: max(0, n_samples - len(have))])
+        title = f"synthetic G-banded chromosomes (seed {prm['seed']})"
+        sheet = contact_sheet(samples, per_class=n_samples, title=title)
+        cv2.imwrite(str(rdir / "synthetic_chromosomes.png"), sheet)
+        pick = _report_cell(results)
+        if pick is not None:
+            (rdir / "synthetic_karyogram.png").write_bytes(pick)
+
+    seconds = time.perf_counter() - t_start
+    log.info(
+        "synthetic cohort: %d patients, %d cells, %d crops, karyograms %s in %.1f s",
+        summary["patients"],
+        summary["cells"],
+        summary["crops"],
+        summary["karyograms"],
+        seconds,
+    )
+    return summary
+
+
+def _report_cell(results: list[dict[str, Any]]) -> bytes | None:
+    for want in ("+21", "abnormal", "any"):
+        for res in results:
+            if (want == "+21" and res["kind"] == "+21") or (want == "abnormal" and res["kind"]) or want == "any":
+                for cid in sorted(res["karyograms"]):
+                    return res["karyograms"][cid]
+    return None
+
+
+def contact_sheet(
+    samples: dict[str, list[np.ndarray]], per_class: int = 6, tile: int = _TILE, title: str | None = None
+) -> np.ndarray:
+    """Grid of crops, one labelled row per class (ALL_LABELS order), split into two column blocks."""
+    classes = [lab for lab in ALL_LABELS if samples.get(lab)] + sorted(set(samples) - set(ALL_LABELS))
+    per_class = max(1, per_class)
+    label_w = 64
+    n_blocks = 2 if len(classes) > 12 else 1
+    rows_per_block = int(np.ceil(len(classes) / n_blocks)) if classes else 1
+    block_w = label_w + per_class * tile
+    sep = 16
+    title_h = 30 if title else 4
+    W = n_blocks * block_w + (n_blocks - 1) * sep + 8
+    H = title_h + rows_per_block * tile + 4
+    out = np.full((H, W), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    if title:
+        cv2.putText(out, title, (6, 21), font, 0.6, 0, 1, cv2.LINE_AA)
+    for i, lab in enumerate(classes):
+        b, r = divmod(i, rows_per_block)
+        x0 = 4 + b * (block_w + sep)
+        y0 = title_h + r * tile
+        (tw, th), _ = cv2.getTextSize(lab, font, 0.5, 1)
+        cv2.putText(out, lab, (x0 + label_w - tw - 8, y0 + tile // 2 + th // 2), font, 0.5, 0, 1, cv2.LINE_AA)
+        for j, im in enumerate(samples[lab][:per_class]):
+            im = cv2.resize(im, (tile, tile), interpolation=cv2.INTER_AREA) if im.shape != (tile, tile) else im
+            x = x0 + label_w + j * tile
+            out[y0 : y0 + tile, x : x + tile] = np.minimum(out[y0 : y0 + tile, x : x + tile], im)
+        cv2.line(out, (x0, y0 + tile - 1), (x0 + block_w - 1, y0 + tile - 1), 225, 1)
+    return out
