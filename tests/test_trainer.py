@@ -100,3 +100,23 @@ dist.destroy_process_group()
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("ok") == 2
+
+
+def test_binary_sigmoid_models_share_the_trainer(tmp_path):
+    """A one-unit (sigmoid) model trains with loss bce; class_scores turns its logit into two-class scores."""
+    from genediag.training.trainer import class_scores, create_loss
+
+    x, y = toy_images()
+    y = (y == 2).astype(int)
+    train = CachedImageDataset(x, np.arange(0, 180), y[:180], 16)
+    val = CachedImageDataset(x, np.arange(180, 240), y[180:], 16)
+    torch.manual_seed(0)
+    model = create_model("pinnacle_dcnn", num_classes=1, in_chans=1, img_size=16, fc=[16, 16, 16], dropout=0.0)
+    cfg = resolve_train_config({"epochs": 5, "batch_size": 32, "device": "cpu", "loss": {"name": "bce"}}, "test")
+    model, result = fit(model, train, val, cfg, tmp_path / "run")
+    assert result.history[-1]["val_accuracy"] > 0.9
+    z = torch.tensor([[0.0], [2.0]])
+    p = torch.softmax(class_scores(z), 1)
+    assert torch.allclose(p[:, 1], torch.sigmoid(z[:, 0]))
+    with pytest.raises(Exception, match="unknown 'focal'"):
+        create_loss({"name": "focal"})

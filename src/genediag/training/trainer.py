@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
     "scheduler": {"name": "none"},
-    "label_smoothing": 0.0,
+    "loss": {"name": "cross_entropy", "label_smoothing": 0.0},
     "early_stopping": {"patience": 5, "min_delta": 0.0},
     "seed": 0,
     "device": "auto",
@@ -46,7 +46,8 @@ def resolve_train_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     check_keys(cfg, set(TRAIN_DEFAULTS), where)
     out = copy.deepcopy(TRAIN_DEFAULTS)
     for k, v in cfg.items():
-        out[k] = {**out[k], **v} if isinstance(out[k], dict) and isinstance(v, dict) else v
+        same_kind = isinstance(out[k], dict) and isinstance(v, dict) and v.get("name", out[k].get("name")) == out[k].get("name")
+        out[k] = {**out[k], **v} if same_kind else v  # a different `name` (loss, optimizer…) starts from scratch
     return out
 
 
@@ -81,8 +82,56 @@ def create_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], epoc
     raise ConfigError(f"scheduler.name: unknown '{name}' (none, onecycle, cosine, step)")
 
 
-def create_loss(label_smoothing: float = 0.0) -> nn.Module:
-    return nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
+_LOSSES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_loss(name: str):
+    """Register a loss builder; a loss may define ``scores(output) -> N×C`` when the model output is not plain
+    class logits (e.g. a margin loss that needs feature norms)."""
+    def deco(fn):
+        if name in _LOSSES:
+            raise ValueError(f"loss '{name}' registered twice")
+        _LOSSES[name] = fn
+        return fn
+    return deco
+
+
+class BinaryLogitLoss(nn.Module):
+    """Sigmoid cross-entropy on a single output unit (class 1 = positive); `pos_weight` up-weights positives."""
+
+    def __init__(self, pos_weight: float | None = None):
+        super().__init__()
+        self.pos_weight = None if pos_weight is None else torch.tensor(float(pos_weight))
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pw = None if self.pos_weight is None else self.pos_weight.to(out.device)
+        return nn.functional.binary_cross_entropy_with_logits(out.reshape(-1).float(), y.float(), pos_weight=pw)
+
+
+register_loss("cross_entropy")(lambda label_smoothing=0.0: nn.CrossEntropyLoss(label_smoothing=float(label_smoothing)))
+register_loss("bce")(BinaryLogitLoss)
+
+
+def create_loss(cfg: dict[str, Any] | None = None) -> nn.Module:
+    cfg = dict(cfg or {})
+    name = cfg.pop("name", "cross_entropy")
+    if name not in _LOSSES:
+        raise ConfigError(f"loss.name: unknown '{name}' ({', '.join(sorted(_LOSSES))})")
+    return _LOSSES[name](**cfg)
+
+
+def class_scores(out: Any, criterion: nn.Module | None = None) -> torch.Tensor:
+    """N×C scores whose argmax is the predicted class and whose softmax is the class probability.
+
+    A single output unit (sigmoid models) becomes [−z/2, z/2], so softmax gives [1 − σ(z), σ(z)]."""
+    if criterion is not None and hasattr(criterion, "scores"):
+        return criterion.scores(out)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.ndim == 2 and out.shape[1] == 1:
+        z = out[:, 0]
+        return torch.stack([-z / 2, z / 2], dim=1)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ distributed
@@ -131,8 +180,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, enabled=amp):
-            logits = model(x)
-            loss = criterion(logits, y)
+            out = model(x)
+            loss = criterion(out, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()}; lower optimizer.lr or check the data")
         if scaler is not None:
@@ -145,7 +194,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
         if scheduler is not None and step_per_batch:
             scheduler.step()
         total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += (class_scores(out, criterion).argmax(1) == y).sum().item()
         seen += len(y)
     total_loss, correct, seen = _all_reduce([total_loss, correct, seen], device)
     return OrderedDict(loss=total_loss / max(seen, 1), accuracy=correct / max(seen, 1))
@@ -159,10 +208,10 @@ def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
     for x, y in loader:
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=amp):
-            logits = model(x)
-            loss = criterion(logits.float(), y)
+            out = model(x)
+        loss = criterion(out, y)
         total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += (class_scores(out, criterion).argmax(1) == y).sum().item()
         seen += len(y)
     total_loss, correct, seen = _all_reduce([total_loss, correct, seen], device)
     return OrderedDict(loss=total_loss / max(seen, 1), accuracy=correct / max(seen, 1))
@@ -170,15 +219,15 @@ def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | None = None,
-                  amp: bool = False, channels_last: bool = False) -> torch.Tensor:
-    """Softmax probabilities N×C for a dataset, in dataset order."""
+                  amp: bool = False, channels_last: bool = False, criterion: nn.Module | None = None) -> torch.Tensor:
+    """Class probabilities N×C for a dataset, in dataset order (softmax of :func:`class_scores`)."""
     device = device or next(model.parameters()).device
     model.eval()
     out = []
     for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         with torch.autocast(device_type=device.type, enabled=amp):
-            logits = model(_to_device(x, device, channels_last))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+            scores = class_scores(model(_to_device(x, device, channels_last)), criterion)
+        out.append(torch.softmax(scores.float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -247,7 +296,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any
         val_loader = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, num_workers=cfg["num_workers"])
 
     epochs = int(cfg["epochs"])
-    criterion = create_loss(cfg["label_smoothing"])
+    criterion = create_loss(cfg["loss"])
     optimizer = create_optimizer(net, cfg["optimizer"])
     scheduler, per_batch = create_scheduler(optimizer, cfg["scheduler"], epochs, len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if amp else None

@@ -1,0 +1,228 @@
+"""From one cell's per-crop class probabilities to its (numerical) karyotype, by constrained assignment.
+
+A **hypothesis** is a numerical karyotype in ISCN form (``46,XX``, ``47,XY,+21``, ``45,X``, ``47,XXY``…). It
+expects a multiset of **slots**: two per autosome, one per sex chromosome it names, one more (or one less) per
+``+N`` (``-N``). For a cell of n crops with class probabilities P (n×K) the crops are matched to the m slots by
+:func:`scipy.optimize.linear_sum_assignment` on the augmented (n+m)×(m+n) cost matrix
+
+    ┌──────────────────────────┬─────────────────────────┐
+    │ crop i → slot j:          │ crop i → "extra" dummy:  │
+    │   −ln max(P[i, c_j], ε)   │   extra_penalty          │
+    ├──────────────────────────┼─────────────────────────┤
+    │ "missing" dummy → slot j: │ dummy → dummy: 0         │
+    │   missing_penalty         │                          │
+    └──────────────────────────┴─────────────────────────┘
+
+so every crop either fills a slot or is declared extra (a crop the hypothesis has no room for: debris, an
+overlap split in two, a chromosome no hypothesis expects), and every slot is either filled or declared missing.
+The hypothesis' log-likelihood is minus the optimal cost; its **score** adds the log-prior (the hypotheses'
+prior weights, normalised). The cell's karyotype is the hypothesis with the highest score; ties go to the
+earlier hypothesis in the list.
+
+With ``extra_penalty + missing_penalty > −ln ε`` (the defaults: 8 + 8 > 13.8 for ε = 1e−6) declaring a crop extra
+*and* its slot missing is always dearer than forcing the crop into the slot, so dummies are used exactly when the
+number of crops differs from the hypothesis' slot count.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+AUTOSOMES = [str(i) for i in range(1, 23)]
+SEX_CHROMOSOMES = ["X", "Y"]
+CHROMOSOME_ORDER = AUTOSOMES + SEX_CHROMOSOMES
+NORMAL_KARYOTYPES = ("46,XX", "46,XY")
+EXTRA = -1  # crop_class value of a crop assigned to an "extra" dummy
+
+_ISCN_RE = re.compile(r"^(\d+),([XY]+)((?:,[+-](?:[1-9]|1\d|2[0-2]|X|Y))*)$")
+
+
+# ------------------------------------------------------------------------------------------------ ISCN
+def parse_iscn(iscn: str) -> dict[str, int]:
+    """Chromosome counts {"1": 2, …, "X": 1, "Y": 1} of a numerical ISCN karyotype.
+
+    Grammar: ``<total>,<sex chromosomes>[,+N|,-N]...`` with N in 1–22, X, Y (e.g. ``47,XY,+21``, ``45,X``,
+    ``47,XXY``, ``45,XX,-21``). Structural notation (``del(5)(p14)``…) is not a numerical karyotype: ValueError.
+    The total must equal the sum of the counts.
+    """
+    s = str(iscn).replace(" ", "")
+    m = _ISCN_RE.match(s)
+    if not m:
+        raise ValueError(f"not a numerical ISCN karyotype: {iscn!r} (expected e.g. '46,XX', '47,XY,+21', '45,X')")
+    counts = {c: 2 for c in AUTOSOMES}
+    counts.update({"X": m.group(2).count("X"), "Y": m.group(2).count("Y")})
+    for change in filter(None, m.group(3).split(",")):
+        counts[change[1:]] += 1 if change[0] == "+" else -1
+    if min(counts.values()) < 0:
+        raise ValueError(f"{iscn!r}: a chromosome count below zero")
+    total = sum(counts.values())
+    if total != int(m.group(1)):
+        raise ValueError(f"{iscn!r}: the changes add up to {total} chromosomes, not {m.group(1)}")
+    return counts
+
+
+def counts_to_iscn(counts: Mapping[str, int]) -> str:
+    """Canonical numerical ISCN for chromosome counts (inverse of :func:`parse_iscn`).
+
+    Sex chromosomes are written out (``XXY``, ``X``); autosome gains/losses follow in chromosome order
+    (``47,XY,+21``; ``45,XX,-21``; ``48,XY,+13,+21``). Labels other than 1–22, X, Y are an error.
+    """
+    unknown = sorted(set(k for k, v in counts.items() if v) - set(CHROMOSOME_ORDER))
+    if unknown:
+        raise ValueError(f"counts_to_iscn: not chromosome classes: {unknown}")
+    get = lambda c: int(counts.get(c, 0))  # noqa: E731
+    total = sum(get(c) for c in CHROMOSOME_ORDER)
+    parts = [str(total), "X" * get("X") + "Y" * get("Y") or "?"]
+    for c in AUTOSOMES:
+        d = get(c) - 2
+        parts += [f"+{c}"] * max(d, 0) + [f"-{c}"] * max(-d, 0)
+    iscn = ",".join(parts)
+    if parts[1] == "?":
+        raise ValueError(f"counts_to_iscn: no sex chromosome in {dict(counts)}; ISCN cannot write {iscn}")
+    return iscn
+
+
+def is_numerically_abnormal(iscn: str) -> bool:
+    """True unless the karyotype is 46,XX or 46,XY."""
+    return counts_to_iscn(parse_iscn(iscn)) not in NORMAL_KARYOTYPES
+
+
+# ------------------------------------------------------------------------------------------ hypotheses
+@dataclass(frozen=True)
+class Hypothesis:
+    iscn: str
+    counts: tuple[tuple[str, int], ...]
+    log_prior: float
+    slots: np.ndarray = field(compare=False, repr=False)  # class index of every expected chromosome
+
+
+def make_hypotheses(priors: Mapping[str, float] | Sequence[str], class_names: Sequence[str]) -> list[Hypothesis]:
+    """Hypotheses from {ISCN: prior weight} (normalised to sum 1) or a list of ISCN strings (equal priors).
+
+    Every ISCN must be in canonical form (as :func:`counts_to_iscn` writes it) and every chromosome it expects
+    must be one of the model's ``class_names``.
+    """
+    if not isinstance(priors, Mapping):
+        priors = {str(h): 1.0 for h in priors}
+    if not priors:
+        raise ValueError("no karyotype hypotheses given")
+    total = float(sum(priors.values()))
+    if any(float(w) <= 0 for w in priors.values()) or not math.isfinite(total):
+        raise ValueError(f"hypothesis priors must be positive numbers, got {dict(priors)}")
+    index = {str(c): i for i, c in enumerate(class_names)}
+    out = []
+    for iscn, weight in priors.items():
+        counts = parse_iscn(iscn)
+        canonical = counts_to_iscn(counts)
+        if canonical != iscn:
+            raise ValueError(f"hypothesis {iscn!r}: write it as {canonical!r} (canonical ISCN)")
+        absent = [c for c, k in counts.items() if k and c not in index]
+        if absent:
+            raise ValueError(f"hypothesis {iscn!r} expects chromosome(s) {absent} that the model does not classify "
+                             f"(its classes: {list(class_names)})")
+        slots = np.array([index[c] for c in CHROMOSOME_ORDER for _ in range(counts[c])], dtype=np.int64)
+        out.append(Hypothesis(iscn, tuple((c, counts[c]) for c in CHROMOSOME_ORDER), math.log(float(weight) / total),
+                              slots))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ assignment
+@dataclass
+class Assignment:
+    """The best crop-to-slot matching of one cell under one hypothesis."""
+
+    hypothesis: Hypothesis
+    log_likelihood: float          # −(optimal cost): Σ ln P of the matched crops − penalties
+    crop_class: np.ndarray         # per crop: class index of its slot, or EXTRA
+    missing: list[int]             # class indices of the slots left empty
+
+    @property
+    def score(self) -> float:
+        return self.log_likelihood + self.hypothesis.log_prior
+
+    @property
+    def n_extra(self) -> int:
+        return int((self.crop_class == EXTRA).sum())
+
+
+def log_probabilities(probs: np.ndarray, min_prob: float = 1e-6) -> np.ndarray:
+    """ln of the probabilities clipped at ``min_prob`` (one confident mistake costs at most −ln min_prob)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probabilities must be a crops×classes matrix, got shape {p.shape}")
+    return np.log(np.clip(p, min_prob, 1.0))
+
+
+def assign(log_probs: np.ndarray, hypothesis: Hypothesis, extra_penalty: float = 8.0,
+           missing_penalty: float = 8.0) -> Assignment:
+    """Optimal crop-to-slot assignment of one cell (n×K log-probabilities) under one hypothesis."""
+    n, slots = len(log_probs), hypothesis.slots
+    m = len(slots)
+    cost = np.zeros((n + m, m + n))
+    cost[:n, :m] = -log_probs[:, slots]
+    cost[:n, m:] = extra_penalty
+    cost[n:, :m] = missing_penalty
+    rows, cols = linear_sum_assignment(cost)
+    crop_class = np.full(n, EXTRA, dtype=np.int64)
+    filled = np.zeros(m, dtype=bool)
+    for r, c in zip(rows, cols):
+        if r < n and c < m:
+            crop_class[r] = slots[c]
+            filled[c] = True
+    return Assignment(hypothesis, -float(cost[rows, cols].sum()), crop_class, [int(s) for s in slots[~filled]])
+
+
+@dataclass
+class CellCall:
+    """A cell's karyotype call: every hypothesis' assignment, best first."""
+
+    ranked: list[Assignment]
+
+    @property
+    def best(self) -> Assignment:
+        return self.ranked[0]
+
+    @property
+    def karyotype(self) -> str:
+        return self.best.hypothesis.iscn
+
+    @property
+    def runner_up(self) -> Assignment | None:
+        return self.ranked[1] if len(self.ranked) > 1 else None
+
+    @property
+    def margin(self) -> float:
+        """Score of the best minus the runner-up hypothesis (nats); inf with one hypothesis."""
+        return self.best.score - self.runner_up.score if self.runner_up else math.inf
+
+    def final_labels(self, probs: np.ndarray, class_names: Sequence[str]) -> list[str]:
+        """Per crop: the class of its slot; an extra crop keeps the model's top class."""
+        top = np.asarray(probs).argmax(1)
+        return [str(class_names[c if c != EXTRA else t]) for c, t in zip(self.best.crop_class, top)]
+
+
+def karyotype_cell(probs: np.ndarray, hypotheses: Sequence[Hypothesis], min_prob: float = 1e-6,
+                   extra_penalty: float = 8.0, missing_penalty: float = 8.0) -> CellCall:
+    """Assign one cell's crops under every hypothesis and rank them by score (stable: ties keep list order)."""
+    if not hypotheses:
+        raise ValueError("karyotype_cell: no hypotheses")
+    lp = log_probabilities(probs, min_prob)
+    k = max(int(h.slots.max()) for h in hypotheses if len(h.slots)) + 1
+    if lp.shape[1] < k:
+        raise ValueError(f"probabilities have {lp.shape[1]} classes but the hypotheses need {k}")
+    results = [assign(lp, h, extra_penalty, missing_penalty) for h in hypotheses]
+    order = sorted(range(len(results)), key=lambda i: (-results[i].score, i))
+    return CellCall([results[i] for i in order])
+
+
+def label_counts(labels: Sequence[str]) -> dict[str, int]:
+    """Counts of 1–22, X, Y among labels (other labels are ignored by the caller's choice of labels)."""
+    c = Counter(str(x) for x in labels)
+    return {k: int(c.get(k, 0)) for k in CHROMOSOME_ORDER}

@@ -1,0 +1,107 @@
+"""A tiny, fully reproduced temporary copy of the repository, for tests that drive the real `dvc` CLI.
+
+The first call in a pytest process copies the git-tracked files of the repository (without the pipeline's
+outputs), writes a tiny params override, commits, runs the real ``dvc repro`` and commits its outputs. That
+*base* is built once per session; each caller (one module-scoped fixture per test module) gets its own copy, so
+modules can change params, commit, push or queue experiments without seeing each other.
+
+    from tiny_repo import dvc, git, tiny_repo
+
+    @pytest.fixture(scope="module")
+    def repo(tmp_path_factory):
+        return tiny_repo(tmp_path_factory, "mine")   # -> (path, env)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RUN = "chromosomes24-dcnn"   # the run the tiny tests train, evaluate and diff
+OUTPUT_PREFIXES = ("metrics/", "plots/", "reports/")   # pipeline outputs: a copy must compute its own
+
+_BASE: tuple[Path, dict[str, str]] | None = None
+
+
+def tiny_params() -> dict:
+    """params.yaml shrunk so the whole DAG runs in seconds (4+3 patients, 32-px crops, 2 epochs)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["generate"].update(normal_patients=4, abnormalities=["+21"], patients_per_abnormality=3,
+                              cells_per_patient=1, canvas=64, karyogram_size=[320, 240])
+    params["ingest"]["chromosomes"]["size"] = 32
+    params["ingest"]["karyograms"]["size"] = 64
+    for run in params["train"].values():
+        run["input_size"] = 32
+        run["fit"].update(epochs=2, batch_size=32)
+    return params
+
+
+def git(*args: str, cwd: Path) -> str:
+    out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                         capture_output=True, text=True)
+    return out.stdout
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def dvc(*args: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the real `dvc` CLI of this virtualenv; returns the CompletedProcess (check returncode yourself)."""
+    return run([str(BIN / "dvc"), *args], cwd, env, timeout)
+
+
+def repo_env(dest: Path) -> dict[str, str]:
+    """Environment for `dvc` in a copy: this venv first on PATH, the copy's own sources importable."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(dest / "src"),
+            "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def build_tiny_repo(dest: Path, params: dict | None = None, repro: bool = True) -> tuple[Path, dict[str, str]]:
+    """Copy the git-tracked sources to `dest`, write tiny params, commit; then `dvc repro` and commit the outputs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    # tracked files plus new, not-ignored ones: the copy reflects the working tree under test
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    for f in filter(None, files):
+        rel = f.decode()
+        if rel.startswith(OUTPUT_PREFIXES) or rel == "dvc.lock" or not (ROOT / rel).exists():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params or tiny_params(), sort_keys=False))
+    git("init", "-q", cwd=dest)
+    git("add", "-A", cwd=dest)
+    git("commit", "-qm", "tiny", cwd=dest)
+    env = repo_env(dest)
+    if repro:
+        first = dvc("repro", cwd=dest, env=env)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        git("add", "-A", cwd=dest)
+        git("commit", "-qm", "tiny repro", cwd=dest)
+    return dest, env
+
+
+def tiny_repo(tmp_path_factory, name: str) -> tuple[Path, dict[str, str]]:
+    """A private copy (git history, DVC cache and workspace) of the session's reproduced tiny repository."""
+    global _BASE
+    if _BASE is None:
+        _BASE = build_tiny_repo(tmp_path_factory.mktemp("tiny-base"))
+    base = _BASE[0]
+    dest = tmp_path_factory.mktemp(name) / "repo"
+
+    def skip_tmp(folder: str, names: list[str]) -> set[str]:
+        # .dvc/tmp holds locks and the experiment queue of the base: never share those
+        return {"tmp"} if Path(folder) == base / ".dvc" else set()
+
+    shutil.copytree(base, dest, symlinks=True, ignore=skip_tmp)
+    return dest, repo_env(dest)
