@@ -165,6 +165,22 @@ def is_main_process() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- loops
+class _Tally:
+    """Running loss and accuracy over batches, summed across DDP ranks at the end."""
+
+    def __init__(self):
+        self.loss, self.correct, self.seen = 0.0, 0.0, 0.0
+
+    def add(self, loss: torch.Tensor, out: Any, y: torch.Tensor, criterion: nn.Module) -> None:
+        self.loss += loss.item() * len(y)
+        self.correct += (class_scores(out, criterion).argmax(1) == y).sum().item()
+        self.seen += len(y)
+
+    def result(self, device: torch.device) -> OrderedDict:
+        loss, correct, seen = _all_reduce([self.loss, self.correct, self.seen], device)
+        return OrderedDict(loss=loss / max(seen, 1), accuracy=correct / max(seen, 1))
+
+
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
@@ -175,7 +191,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
                     scaler: torch.amp.GradScaler | None = None, channels_last: bool = False,
                     desc: str = "train") -> OrderedDict:
     model.train()
-    total_loss, correct, seen = 0.0, 0.0, 0.0
+    tally = _Tally()
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not is_main_process(), mininterval=5.0):
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
@@ -193,28 +209,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
             optimizer.step()
         if scheduler is not None and step_per_batch:
             scheduler.step()
-        total_loss += loss.item() * len(y)
-        correct += (class_scores(out, criterion).argmax(1) == y).sum().item()
-        seen += len(y)
-    total_loss, correct, seen = _all_reduce([total_loss, correct, seen], device)
-    return OrderedDict(loss=total_loss / max(seen, 1), accuracy=correct / max(seen, 1))
+        tally.add(loss, out, y, criterion)
+    return tally.result(device)
 
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device,
              amp: bool = False, channels_last: bool = False) -> OrderedDict:
     model.eval()
-    total_loss, correct, seen = 0.0, 0.0, 0.0
+    tally = _Tally()
     for x, y in loader:
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=amp):
             out = model(x)
         loss = criterion(out, y)
-        total_loss += loss.item() * len(y)
-        correct += (class_scores(out, criterion).argmax(1) == y).sum().item()
-        seen += len(y)
-    total_loss, correct, seen = _all_reduce([total_loss, correct, seen], device)
-    return OrderedDict(loss=total_loss / max(seen, 1), accuracy=correct / max(seen, 1))
+        tally.add(loss, out, y, criterion)
+    return tally.result(device)
 
 
 @torch.no_grad()
