@@ -135,14 +135,19 @@ def _message_png(text: str, path: Path, size: tuple[int, int]) -> None:
     cv2.imwrite(str(path), img)
 
 
-def _load_rows(cfg: dict[str, Any], data_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
+def _load_rows(cfg: dict[str, Any], data_dir: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
+    """(the selected split rows, the image cache, crops per cell_id over the whole dataset)."""
     from genediag.data.ingest import load_ingested
 
     dataset_dir = data_dir / "ingested" / cfg["dataset"]
     manifest, images = load_ingested(dataset_dir)
-    split_csv = data_dir / "splits" / f"{cfg['dataset']}.csv"
+    for col in ("origin", "karyotype"):  # pandas would read an all-numeric origin column as integers
+        if col in manifest.columns:
+            manifest[col] = manifest[col].astype(str)
+    cell_sizes = manifest["cell_id"].astype(str).value_counts() if "cell_id" in manifest.columns else pd.Series(dtype=int)
     if cfg["splits"] == "all":
-        return manifest, images
+        return manifest, images, cell_sizes
+    split_csv = data_dir / "splits" / f"{cfg['dataset']}.csv"
     split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
     if len(split) != len(manifest) or not (split["sha256"].to_numpy() == manifest["sha256"].to_numpy()).all():
         raise ConfigError(f"{split_csv} does not match {dataset_dir}/manifest.csv; re-run the split stage")
@@ -150,10 +155,10 @@ def _load_rows(cfg: dict[str, Any], data_dir: Path) -> tuple[pd.DataFrame, np.nd
     if unknown:
         raise ConfigError(f"{WHERE}.splits: {unknown} not in {split_csv} (it has {sorted(set(split['split']))})")
     rows = manifest[split["split"].isin(cfg["splits"]).to_numpy()]
-    return rows, images
+    return rows, images, cell_sizes
 
 
-def _cell_truth(cell: pd.DataFrame, class_set: set[str]) -> tuple[list[str | None], str | None, str]:
+def _cell_truth(cell: pd.DataFrame, class_set: set[str], cell_size: int) -> tuple[list[str | None], str | None, str]:
     """(per-crop true class or None, true numerical ISCN or None, reason when None)."""
     if "origin" in cell.columns:
         origin = [o if o else lab for o, lab in zip(cell["origin"], cell["label"])]
@@ -163,6 +168,9 @@ def _cell_truth(cell: pd.DataFrame, class_set: set[str]) -> tuple[list[str | Non
     if any(t is None for t in true_class):
         bad = sorted({o for o, t in zip(origin, true_class) if t is None})
         return true_class, None, f"crop classes {bad} are not model classes"
+    if cell_size != len(cell):
+        return true_class, None, f"only {len(cell)} of its {cell_size} crops are in the karyotyped splits " \
+                                 "(the split separated them: give group_id so a patient's cells stay together)"
     if "karyotype" in cell.columns and cell["karyotype"].iloc[0]:
         head = str(cell["karyotype"].iloc[0]).split(",")[0]
         if head.isdigit() and int(head) != len(cell):
@@ -188,7 +196,7 @@ def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str 
     name = str(cfg["model_run"])
     paths = _paths(name, metrics_dir, plots_dir, eval_dir)
     example_png = Path(example_png)
-    rows, images = _load_rows(cfg, Path(data_dir))
+    rows, images, cell_sizes = _load_rows(cfg, Path(data_dir))
 
     has_cells = "cell_id" in rows.columns and (rows["cell_id"].astype(str).str.len() > 0).any()
     if not has_cells:
@@ -208,6 +216,11 @@ def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str 
     if no_cell.any():
         log.warning("karyotype: %d of %d crops have no cell_id and are not karyotyped", int(no_cell.sum()), len(rows))
     rows = rows[~no_cell].sort_values("index", kind="stable").reset_index(drop=True)
+    partial = sorted(c for c, n in rows["cell_id"].value_counts().items() if n != cell_sizes.get(c, n))
+    if partial:
+        log.warning("karyotype: %d cells have crops outside the splits %s (e.g. %s); they are karyotyped on the "
+                    "crops present but have no ground truth; split by patient (group_id) to keep cells whole",
+                    len(partial), cfg["splits"], partial[:3])
 
     import cv2
     import torch
@@ -253,7 +266,7 @@ def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str 
         p_final = p[np.arange(len(p)), [index[f] for f in final]]
         assigned = best.crop_class != EXTRA
         low = (p_final < cfg["low_confidence"]) | ~assigned
-        true_class, true_iscn, reason = _cell_truth(cell, class_set)
+        true_class, true_iscn, reason = _cell_truth(cell, class_set, int(cell_sizes.get(cell_id, len(cell))))
         if true_iscn is None:
             truth_skips.append(f"{cell_id}: {reason}")
         truth_counts = label_counts(true_class) if true_iscn else None

@@ -66,6 +66,9 @@ def write_chromosome_report(tasks: Sequence[str], dataset: str, synthetic: bool,
                                    figures_dir / f"confusion_{task}_{r['model']}.png",
                                    f"{task} / {r['model']}{tag}")
             lines += [f"![Confusion matrix {task} {r['model']}{tag}]({rel(fig)})", ""]
+    from genediag.reports.karyotyping import karyotyping_section
+
+    lines += [karyotyping_section(out_md, synthetic, metrics_dir, plots_dir)]
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines))
     return out_md

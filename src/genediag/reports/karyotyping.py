@@ -75,6 +75,6 @@ def karyotyping_section(out_md: str | Path, synthetic: bool, metrics_dir: str | 
         rel = os.path.relpath(example, Path(out_md).parent)
         cell = done[0][1].get("example_cell", "")
         lines += [f"![Karyogram composed from the predicted labels of cell {cell}{tag}]({rel})", "",
-                  f"Karyogram of cell {cell} composed from the crops' final labels (the predicted karyotype in its "
-                  f"title){tag}.", ""]
+                  f"Karyogram of cell {cell}{tag}, composed from its crops' final labels; the title is the "
+                  "predicted karyotype.", ""]
     return "\n".join(lines)
