@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RUN = "chromosomes24-dcnn"   # the run the tiny tests train, evaluate and diff
 OUTPUT_PREFIXES = ("metrics/", "plots/", "reports/")   # pipeline outputs: a copy must compute its own
+UNTRACKED_CODE = ("src/genediag/", "stages/", "presets/")
 
 _BASE: tuple[Path, dict[str, str]] | None = None
 
@@ -66,15 +67,20 @@ def repo_env(dest: Path) -> dict[str, str]:
             "GIT_COMMITTER_EMAIL": "t@t"}
 
 
+def _git_files(args: list[str]) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", *args], cwd=ROOT, capture_output=True, check=True).stdout
+    return [f.decode() for f in out.split(b"\0") if f]
+
+
 def build_tiny_repo(dest: Path, params: dict | None = None, repro: bool = True) -> tuple[Path, dict[str, str]]:
     """Copy the git-tracked sources to `dest`, write tiny params, commit; then `dvc repro` and commit the outputs."""
     dest.mkdir(parents=True, exist_ok=True)
-    # tracked files plus new, not-ignored ones: the copy reflects the working tree under test
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for f in filter(None, files):
-        rel = f.decode()
-        if rel.startswith(OUTPUT_PREFIXES) or rel == "dvc.lock" or not (ROOT / rel).exists():
+    # tracked files, plus new (untracked, not ignored) code the working tree under test already uses;
+    # never untracked data or models other branches may have lying around
+    tracked = _git_files(["--cached"])
+    new_code = [f for f in _git_files(["--others", "--exclude-standard"]) if f.startswith(UNTRACKED_CODE)]
+    for rel in sorted(set(tracked) | set(new_code)):
+        if rel.startswith(OUTPUT_PREFIXES) or rel == "dvc.lock" or not (ROOT / rel).is_file():
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest / rel)

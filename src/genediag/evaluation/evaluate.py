@@ -62,6 +62,10 @@ def evaluate_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", m
     out.mkdir(parents=True, exist_ok=True)
     pd.concat([pred_table, prob_cols], axis=1).to_csv(out / "predictions.csv", index=False)
     per_class.to_csv(out / "per_class.csv")
+    from genediag.reports.model_card import write_model_card
+
+    write_model_card(run, cfg, result, out / "MODEL_CARD.md", data_dir=data_dir, models_dir=models_dir,
+                     n_parameters=sum(p.numel() for p in model.parameters()), kind=meta["input"].get("kind"))
     log.info("%s on %s (%d items, synthetic if the cohort is): accuracy %.4f, macro F1 %.4f", run, split,
              metrics["n"], metrics["accuracy"], metrics["macro_f1"])
     return result
