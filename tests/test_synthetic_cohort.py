@@ -436,5 +436,34 @@ def test_cohort_params_validation(tmp_path):
     with pytest.raises(ValueError, match="canvas"):
         merge_cohort_params({"render": {"canvas": 64}})
     p = merge_cohort_params({})
-    assert p["normal_patients"] == 48 and p["patients_per_abnormality"] == 3 and p["cells_per_patient"] == 2
+    assert p["normal_patients"] == 48 and p["patients_per_abnormality"] == 3
+    assert p["cells_per_patient"] == {"normal": 2, "numerical": 2, "structural": 2}
+    assert p["karyograms_per_patient"] == 2
+    with pytest.raises(ValueError, match="cells_per_patient.*exactly the keys"):
+        merge_cohort_params({"cells_per_patient": {"normal": 2, "structural": 8}})
+    with pytest.raises(ValueError, match=r"cells_per_patient' \(structural\) must be an integer >= 1"):
+        merge_cohort_params({"cells_per_patient": {"normal": 2, "numerical": 2, "structural": 0}})
+    with pytest.raises(ValueError, match="karyograms_per_patient"):
+        merge_cohort_params({"karyograms_per_patient": -1})
     assert p["canvas"] == 128 and p["karyogram_size"] == [640, 480] and len(p["abnormalities"]) == 12
+
+
+def test_cells_per_kind_and_karyograms_per_patient(tmp_path):
+    """More cells for structural patients: the first cells render identically and the karyograms do not change."""
+    base = {**TINY, "abnormalities": ["+21", "inv(9)(p12q13)"], "cells_per_patient": 1}
+    more = {**base, "cells_per_patient": {"normal": 1, "numerical": 2, "structural": 3}, "karyograms_per_patient": 1}
+    s_base = generate_cohort(tmp_path / "base", base)
+    s_more = generate_cohort(tmp_path / "more", more)
+    kinds = {"P0001": "numerical", "P0002": "structural", "P0003": "normal"}
+    crops = _read_csv(tmp_path / "more" / "chromosomes" / "manifest.csv")
+    cells = {pid: {r["cell_id"] for r in crops if r["group_id"] == pid} for pid in kinds}
+    assert {pid: len(c) for pid, c in cells.items()} == {"P0001": 2, "P0002": 3, "P0003": 1}
+    assert s_more["cells"] == 6 and s_base["cells"] == 3
+    assert s_more["crops_per_label"]["inv9"] == 3 and s_base["crops_per_label"]["inv9"] == 1
+    # every file of the base cohort (cell 1 of each patient, karyograms, manifests of karyograms) is byte-identical
+    for p in (tmp_path / "base").rglob("*.png"):
+        assert p.read_bytes() == (tmp_path / "more" / p.relative_to(tmp_path / "base")).read_bytes(), p
+    kg = "karyograms/manifest.csv"
+    assert (tmp_path / "base" / kg).read_bytes() == (tmp_path / "more" / kg).read_bytes()
+    assert len(list((tmp_path / "more" / "karyograms").glob("*.png"))) == 3  # one per patient
+    assert s_more["karyograms"] == s_base["karyograms"] == {"normal": 1, "abnormal": 2}

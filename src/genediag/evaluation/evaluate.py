@@ -1,5 +1,6 @@
 """Evaluate a trained run on its test split: metrics JSON (git-tracked, for `dvc metrics diff`), a per-item
-actual/predicted table (for the `confusion` plot template) and per-item class probabilities."""
+actual/predicted table (for the `confusion` plot template), the ROC curve (``plots/roc/<task>/<model>.csv``,
+x=fpr, y=tpr; binary tasks: class 1 positive, with ``auc``) and per-item class probabilities."""
 
 from __future__ import annotations
 
@@ -20,6 +21,38 @@ from genediag.training.trainer import predict_proba
 log = logging.getLogger(__name__)
 
 
+def ranking_metrics(y: np.ndarray, probs: np.ndarray, names: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Threshold-free metrics and the ROC curve (columns fpr, tpr, threshold) for ``plots/roc/``.
+
+    Two classes: class 1 is the positive class (e.g. ``abnormal`` with ``classes: [normal, abnormal]``) →
+    ``positive_class``, its ``precision`` and ``recall``, and ``auc`` from p_<class 1>. More classes: the
+    micro-averaged one-vs-rest ROC over all (item, class) pairs → ``auc_micro``. An AUC that is undefined (a
+    single class in the split) is null."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    k = len(names)
+    if k == 2:
+        truth, score = (y == 1).astype(int), probs[:, 1]
+        tp = int(((probs.argmax(1) == 1) & (y == 1)).sum())
+        pp, p = int((probs.argmax(1) == 1).sum()), int((y == 1).sum())
+        out: dict[str, Any] = {"positive_class": names[1], "precision": tp / pp if pp else 0.0,
+                               "recall": tp / p if p else 0.0}
+        key = "auc"
+    else:
+        truth = (y[:, None] == np.arange(k)[None, :]).astype(int).ravel()
+        score = probs.ravel()
+        out, key = {}, "auc_micro"
+    if 0 < truth.sum() < len(truth):
+        fpr, tpr, thr = roc_curve(truth, score)
+        out[key] = float(roc_auc_score(truth, score))
+    else:
+        fpr, tpr, thr = np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([np.inf, -np.inf])
+        out[key] = None
+    roc = pd.DataFrame({"fpr": np.round(fpr, 6), "tpr": np.round(tpr, 6),
+                        "threshold": np.round(np.clip(thr, 0.0, 1.0), 6)})
+    return out, roc
+
+
 def evaluate_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", models_dir: str | Path = "models",
                  metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots",
                  eval_dir: str | Path = "evaluation", split: str = "test") -> dict[str, Any]:
@@ -38,11 +71,12 @@ def evaluate_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", m
     pred = probs.argmax(1)
     y = rows["target"].to_numpy()
     metrics = classification_metrics(y, pred, names)
+    ranking, roc = ranking_metrics(y, probs, names)
     fit_info = json.loads((Path(models_dir) / run / "fit.json").read_text())
     per_class = pd.DataFrame.from_dict(metrics.pop("per_class"), orient="index").rename_axis("class").round(6)
     result = {"task": cfg["task"], "model": cfg["model"], "run": run, "split": split, "dataset": cfg["dataset"],
               "best_epoch": fit_info["best_epoch"], "epochs_run": fit_info["epochs_run"],
-              **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
+              **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in {**metrics, **ranking}.items()},
               "per_class_accuracy": per_class["accuracy"].to_dict()}
 
     metrics_path = Path(metrics_dir) / cfg["task"] / f"{cfg['model']}.json"
@@ -53,6 +87,10 @@ def evaluate_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", m
     conf_path = Path(plots_dir) / "confusion" / cfg["task"] / f"{cfg['model']}.csv"
     conf_path.parent.mkdir(parents=True, exist_ok=True)
     confusion.to_csv(conf_path, index=False)
+
+    roc_path = Path(plots_dir) / "roc" / cfg["task"] / f"{cfg['model']}.csv"
+    roc_path.parent.mkdir(parents=True, exist_ok=True)
+    roc.to_csv(roc_path, index=False)
 
     keep = [c for c in ("index", "path", "label", "group_id", "cell_id") if c in rows.columns]
     pred_table = rows[keep].assign(target=[names[i] for i in y], predicted=[names[i] for i in pred],

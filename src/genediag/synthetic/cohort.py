@@ -1,4 +1,4 @@
-"""Generate a synthetic cohort: patients → cells → G-banded chromosome crops, plus one karyogram per cell.
+"""Generate a synthetic cohort: patients → cells → G-banded chromosome crops, plus karyograms of the cells.
 
 Every random draw comes from ``numpy.random.default_rng(SeedSequence([seed, patient, cell, item]))``
 (patient-level draws use cell = item = 0, cell-level draws item = 0, chromosome k uses item = k ≥ 1;
@@ -11,6 +11,12 @@ Layout written under ``out_dir``::
     chromosomes/manifest.csv   path,label,group_id,cell_id,karyotype,origin
     karyograms/<cell_id>.png                              composed karyogram of the cell
     karyograms/manifest.csv    path,label,group_id,cell_id,karyotype   (label: normal/abnormal)
+
+``cells_per_patient`` is one number or a mapping ``{normal: n, numerical: n, structural: n}`` by patient kind
+(numerical: +21, +18, +13, -X, XXY; structural: the karyotypes with an abnormal chromosome, whose 8 crop types
+are rare otherwise; a lab reads ~20 metaphases per patient). Only the first ``karyograms_per_patient`` cells of
+each patient get a karyogram, so more cells for the crop tasks leave the karyogram dataset unchanged; cell c of
+patient p keeps its seed whatever the counts, so existing cells render identically.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ DEFAULT_COHORT_PARAMS: dict[str, Any] = {
     "normal_patients": 48,
     "abnormalities": list(ABNORMALITIES),  # karyotype abnormalities, each given to N patients
     "patients_per_abnormality": 3,
-    "cells_per_patient": 2,
+    "cells_per_patient": 2,  # an int, or {normal: n, numerical: n, structural: n} by patient kind
+    "karyograms_per_patient": 2,  # karyograms are composed for the first N cells of each patient only
     "female_fraction": 0.5,  # P(46,XX) for a patient whose abnormality does not fix the sex
     "canvas": 128,  # crop size (px); overrides render.canvas
     "karyogram_size": [640, 480],  # [W, H]
@@ -54,6 +61,7 @@ DEFAULT_COHORT_PARAMS: dict[str, Any] = {
 CROP_COLUMNS = ["path", "label", "group_id", "cell_id", "karyotype", "origin"]
 KARYOGRAM_COLUMNS = ["path", "label", "group_id", "cell_id", "karyotype"]
 _PER_CELL_RENDER_KEYS = ("canvas", "condensation", "cell_width")
+PATIENT_KINDS = ("normal", "numerical", "structural")
 _TILE = 96  # contact-sheet tile size (px)
 
 
@@ -79,12 +87,14 @@ def merge_cohort_params(params: dict[str, Any] | None) -> dict[str, Any]:
     if len(set(abn)) != len(abn):
         raise ValueError(f"duplicate entries in 'abnormalities': {abn}")
     out["abnormalities"] = abn
-    for key in ("seed", "normal_patients", "patients_per_abnormality", "cells_per_patient", "canvas", "workers"):
+    for key in ("seed", "normal_patients", "patients_per_abnormality", "karyograms_per_patient", "canvas",
+                "workers"):
         if int(out[key]) != out[key] or int(out[key]) < 0:
             raise ValueError(f"cohort param {key!r} must be a non-negative integer, got {out[key]!r}")
         out[key] = int(out[key])
-    if out["cells_per_patient"] < 1 or out["canvas"] < 16:
-        raise ValueError("cohort params need cells_per_patient >= 1 and canvas >= 16")
+    out["cells_per_patient"] = _cells_per_kind(out["cells_per_patient"])
+    if out["canvas"] < 16:
+        raise ValueError("cohort params need canvas >= 16")
     for key in ("condensation", "cell_width", "karyogram_size"):
         v = out[key]
         if not (isinstance(v, (list, tuple)) and len(v) == 2):
@@ -93,6 +103,29 @@ def merge_cohort_params(params: dict[str, Any] | None) -> dict[str, Any]:
     if not 0.0 <= float(out["female_fraction"]) <= 1.0:
         raise ValueError("cohort param 'female_fraction' must be in [0, 1]")
     return out
+
+
+def _cells_per_kind(value: Any) -> dict[str, int]:
+    """``cells_per_patient`` as {normal, numerical, structural: count >= 1}."""
+    if isinstance(value, dict):
+        if set(value) != set(PATIENT_KINDS):
+            raise ValueError(f"cohort param 'cells_per_patient' as a mapping needs exactly the keys "
+                             f"{list(PATIENT_KINDS)}, got {sorted(value)}")
+        counts = dict(value)
+    else:
+        counts = {kind: value for kind in PATIENT_KINDS}
+    for kind, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or int(n) < 1:
+            raise ValueError(f"cohort param 'cells_per_patient' ({kind}) must be an integer >= 1, got {n!r}")
+    return {kind: int(counts[kind]) for kind in PATIENT_KINDS}
+
+
+def patient_kind(abnormality: str | None) -> str:
+    """'normal', 'numerical' (whole chromosomes gained/lost) or 'structural' (an abnormal chromosome)."""
+    if abnormality is None:
+        return "normal"
+    kt = make_karyotype(abnormality, "XY")
+    return "structural" if any(c.is_abnormal for c in kt.chromosomes) else "numerical"
 
 
 def patient_plan(params: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -130,7 +163,8 @@ def _generate_patient(job: tuple[int, str, str | None, dict[str, Any], str, int,
     pdir = out / "chromosomes" / pid
     pdir.mkdir(parents=True, exist_ok=True)
     kdir = out / "karyograms"
-    for c_index in range(1, params["cells_per_patient"] + 1):
+    n_cells = params["cells_per_patient"][patient_kind(kind)]
+    for c_index in range(1, n_cells + 1):
         cid = f"{pid}-C{c_index}"
         crng = _rng(seed, p_index, c_index)
         kt = make_karyotype(kind, sex)
@@ -154,6 +188,8 @@ def _generate_patient(job: tuple[int, str, str | None, dict[str, Any], str, int,
             if n_samples and chrom.label not in sampled and len(samples.setdefault(chrom.label, [])) < n_samples:
                 sampled.add(chrom.label)
                 samples[chrom.label].append(cv2.resize(r.crop, (_TILE, _TILE), interpolation=cv2.INTER_AREA))
+        if c_index > params["karyograms_per_patient"]:
+            continue
         kg = compose_karyogram(uprights, labels, tuple(params["karyogram_size"]), title=kt.iscn)
         ok, buf = cv2.imencode(".png", kg)
         (kdir / f"{cid}.png").write_bytes(buf.tobytes())
@@ -163,6 +199,7 @@ def _generate_patient(job: tuple[int, str, str | None, dict[str, Any], str, int,
     return {
         "pid": pid,
         "kind": kind,
+        "cells": n_cells,
         "crop_rows": crop_rows,
         "kg_rows": kg_rows,
         "samples": samples,
@@ -196,12 +233,14 @@ def generate_cohort(out_dir, params: dict[str, Any] | None = None, report_dir=No
     report = report_dir is not None
     jobs = [(i + 1, pid, kind, prm, str(out), n_samples, report) for i, (pid, kind) in enumerate(plan)]
     log.info(
-        "generating %d patients (%d normal, %d abnormalities x %d) x %d cells into %s",
+        "generating %d patients (%d normal, %d abnormalities x %d), cells per patient %s (karyograms for the "
+        "first %d) into %s",
         len(plan),
         prm["normal_patients"],
         len(prm["abnormalities"]),
         prm["patients_per_abnormality"],
         prm["cells_per_patient"],
+        prm["karyograms_per_patient"],
         out,
     )
     results: list[dict[str, Any]] = []
@@ -232,7 +271,7 @@ def generate_cohort(out_dir, params: dict[str, Any] | None = None, report_dir=No
     kg_counts = Counter(r[1] for r in kg_rows)
     summary = {
         "patients": len(results),
-        "cells": len(kg_rows),
+        "cells": sum(res["cells"] for res in results),
         "crops": len(crop_rows),
         "crops_per_label": {lab: int(per_label.get(lab, 0)) for lab in ALL_LABELS},
         "karyograms": {"normal": int(kg_counts.get("normal", 0)), "abnormal": int(kg_counts.get("abnormal", 0))},

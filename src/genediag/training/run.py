@@ -21,7 +21,8 @@ from genediag.training.trainer import fit, is_main_process, resolve_train_config
 
 log = logging.getLogger(__name__)
 
-RUN_KEYS = {"task", "model", "dataset", "classes", "arch", "input_size", "invert", "augment", "fit"}
+RUN_KEYS = {"task", "model", "dataset", "classes", "arch", "input_size", "invert", "augment", "fit",
+            "max_train_per_class", "max_val_per_class"}
 SPLITS = ("train", "val", "test")
 
 
@@ -34,8 +35,44 @@ def resolve_run_config(run: str, cfg: dict[str, Any]) -> dict[str, Any]:
     if "name" not in cfg["arch"]:
         raise ConfigError(f"{where}.arch: missing 'name' (the model factory's name, e.g. pinnacle_dcnn)")
     out = {"invert": False, "augment": [], **cfg}
+    for key in ("max_train_per_class", "max_val_per_class"):
+        cap = out.get(key)
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigError(f"{where}.{key}: expected an integer >= 1 or null (no cap), got {cap!r}")
     out["fit"] = resolve_train_config(cfg.get("fit", {}), f"{where}.fit")
     return out
+
+
+def cap_train_per_class(table: pd.DataFrame, cap: int | None, seed: int, split: str = "train") -> pd.DataFrame:
+    """Keep at most `cap` rows per class of `split` (``max_train_per_class``; ``max_val_per_class`` with
+    ``split="val"``): a seeded random subsample per target. Rows of other splits and rows outside the task are
+    untouched, the kept rows keep their order; ``cap=None`` keeps everything. The test split is never capped."""
+    if cap is None:
+        return table
+    if split not in ("train", "val"):
+        raise ValueError(f"only the train and val splits can be capped, not {split!r}")
+    in_split = (table["split"] == split) & (table["target"] >= 0)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(cap)] + ([] if split == "train" else [1])))
+    drop = []
+    for target in sorted(table.loc[in_split, "target"].unique()):
+        rows = table.index[in_split & (table["target"] == target)].to_numpy()
+        if len(rows) > cap:
+            keep = rng.choice(len(rows), size=cap, replace=False)
+            drop.extend(np.delete(rows, keep).tolist())
+    if drop:
+        log.info("max_%s_per_class=%d: using %d of %d %s items", split, cap, int(in_split.sum()) - len(drop),
+                 int(in_split.sum()), split)
+    return table.drop(index=drop)
+
+
+def balanced_class_weights(targets: np.ndarray, num_classes: int) -> list[float]:
+    """Inverse class frequency of the training targets, normalised to mean 1 (for ``loss.weight: balanced``)."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    if (counts == 0).any():
+        raise ConfigError(f"loss.weight: balanced needs training items of every class; none for class index(es) "
+                          f"{np.nonzero(counts == 0)[0].tolist()}")
+    inv = 1.0 / counts
+    return [round(float(w), 6) for w in inv / inv.mean()]
 
 
 def load_split_data(dataset_dir: str | Path, split_csv: str | Path, classes: Any):
@@ -69,7 +106,16 @@ def train_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_
     data_dir = Path(data_dir)
     images, table, names = load_split_data(data_dir / "ingested" / cfg["dataset"],
                                            data_dir / "splits" / f"{cfg['dataset']}.csv", cfg["classes"])
+    table = cap_train_per_class(table, cfg.get("max_train_per_class"), cfg["fit"]["seed"])
+    table = cap_train_per_class(table, cfg.get("max_val_per_class"), cfg["fit"]["seed"], split="val")
     ds = make_datasets(images, table, cfg)
+    if cfg["fit"]["loss"].get("weight") == "balanced":
+        cfg["fit"]["loss"]["weight"] = balanced_class_weights(ds["train"].targets, len(names))
+        log.info("class weights (balanced): %s", dict(zip(names, cfg["fit"]["loss"]["weight"])))
+    weight = cfg["fit"]["loss"].get("weight")
+    if isinstance(weight, list) and len(weight) != len(names):
+        raise ConfigError(f"params.yaml: train.{run}.fit.loss.weight: {len(weight)} weights for {len(names)} classes "
+                          f"{names}; give one per class or 'balanced'")
     in_chans = ds["train"].in_chans
     arch = dict(cfg["arch"])
     model = create_model(arch.pop("name"), num_classes=len(names), in_chans=in_chans, img_size=cfg["input_size"], **arch)

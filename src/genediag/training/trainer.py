@@ -108,7 +108,16 @@ class BinaryLogitLoss(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(out.reshape(-1).float(), y.float(), pos_weight=pw)
 
 
-register_loss("cross_entropy")(lambda label_smoothing=0.0: nn.CrossEntropyLoss(label_smoothing=float(label_smoothing)))
+@register_loss("cross_entropy")
+def _cross_entropy(label_smoothing: float = 0.0, weight: list[float] | None = None) -> nn.Module:
+    """`weight`: per-class weights (a list, one per class); ``balanced`` is resolved from the training targets by
+    :func:`genediag.training.run.train_run` before the trainer sees it."""
+    if isinstance(weight, str):
+        raise ConfigError(f"loss.weight: '{weight}' must be resolved to per-class weights before fit() "
+                          "(training.run does this for 'balanced'); give a list of floats")
+    w = None if weight is None else torch.tensor([float(v) for v in weight], dtype=torch.float32)
+    return nn.CrossEntropyLoss(weight=w, label_smoothing=float(label_smoothing))
+
 register_loss("bce")(BinaryLogitLoss)
 
 
@@ -306,7 +315,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any
         val_loader = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, num_workers=cfg["num_workers"])
 
     epochs = int(cfg["epochs"])
-    criterion = create_loss(cfg["loss"])
+    criterion = create_loss(cfg["loss"]).to(device)
     optimizer = create_optimizer(net, cfg["optimizer"])
     scheduler, per_batch = create_scheduler(optimizer, cfg["scheduler"], epochs, len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if amp else None
