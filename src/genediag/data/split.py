@@ -67,6 +67,7 @@ def stratified_group_split(labels, groups, ratios: Mapping[str, float], seed: in
         raise SplitError(f"{len(gnames)} group(s) cannot fill {len(names)} splits {names}")
 
     rng = np.random.default_rng(seed)
+    few_groups = 2 * len(names)
     target = r[:, None] * totals[None, :]  # splits × classes
     sizes = counts.sum(1)
     size_target = r * sizes.sum()
@@ -94,7 +95,10 @@ def stratified_group_split(labels, groups, ratios: Mapping[str, float], seed: in
         for g in order:
             present = np.flatnonzero(counts[g])
             c = present[np.argmin(totals[present])]
-            s = int(np.lexsort((-(size_target - size), -np.round(target[:, c] - filled[:, c], 9)))[0])
+            # a class with few groups (patients) fills its empty splits first, so e.g. a type carried by 3
+            # patients lands in train, val and test rather than where its quota deficit is largest (train)
+            empty_first = (filled[:, c] > 0) if groups_per_class[c] <= few_groups else np.zeros(len(names), bool)
+            s = int(np.lexsort((-(size_target - size), -np.round(target[:, c] - filled[:, c], 9), empty_first))[0])
             assign[g] = s
             filled[s] += counts[g]
             size[s] += sizes[g]

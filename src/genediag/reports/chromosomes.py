@@ -1,4 +1,6 @@
-"""``reports/chromosomes.md``: data accounting, per-model metrics, per-class accuracy and confusion matrices."""
+"""``reports/chromosomes.md``: data accounting, then the model families' tables (per-model metrics, per-class
+accuracy, quartiles, box plot, inference time, binary tasks with AUC/ROC, confusion matrices; see
+:mod:`genediag.reports.chromosome_family`) and the karyotyping section."""
 
 from __future__ import annotations
 
@@ -7,19 +9,15 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
-
-from genediag.data.tasks import natural_key
-from genediag.reports.markdown import confusion_figure, table
-
-METRIC_COLUMNS = [("accuracy", "Accuracy"), ("macro_precision", "Precision"), ("macro_sensitivity", "Sensitivity"),
-                  ("macro_specificity", "Specificity"), ("macro_f1", "F1")]
+from genediag.reports.chromosome_family import METRIC_COLUMNS  # noqa: F401  (re-exported)
+from genediag.reports.markdown import table
 
 
 def write_chromosome_report(tasks: Sequence[str], dataset: str, synthetic: bool, out_md: str | Path,
                             metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots",
                             data_dir: str | Path = "data", figures_dir: str | Path = "reports/figures/chromosomes",
-                            cohort_figures_dir: str | Path = "reports/figures") -> Path:
+                            cohort_figures_dir: str | Path = "reports/figures",
+                            benchmarks_dir: str | Path = "benchmarks/inference") -> Path:
     out_md, figures_dir, cohort_figures_dir = Path(out_md), Path(figures_dir), Path(cohort_figures_dir)
     tag = " (synthetic cohort)" if synthetic else ""
     lines = [f"# Chromosome classification{tag}", ""]
@@ -44,28 +42,9 @@ def write_chromosome_report(tasks: Sequence[str], dataset: str, synthetic: bool,
         if synthetic and (cohort_figures_dir / fig).exists():
             lines += [f"![{caption} (synthetic)]({rel(cohort_figures_dir / fig)})", ""]
 
-    for task in tasks:
-        results = [json.loads(p.read_text()) for p in sorted((Path(metrics_dir) / task).glob("*.json"))]
-        if not results:
-            lines += [f"## {task}", "", f"No metrics yet in `{metrics_dir}/{task}/`; run `dvc repro`.", ""]
-            continue
-        lines += [f"## {task}: test-set metrics{tag}", "",
-                  "Macro averages over classes. Specificity is TN/(TN+FP) (ChromosomeNet's paper prints "
-                  "TN/(TP+TN), which is not specificity).", ""]
-        lines += [table(["Model", "n", *[h for _, h in METRIC_COLUMNS], "Best epoch"],
-                        [[r["model"], r["n"], *[r[k] for k, _ in METRIC_COLUMNS], r["best_epoch"]] for r in results]), ""]
-        classes = sorted({c for r in results for c in r["per_class_accuracy"]}, key=natural_key)
-        lines += [f"### {task}: per-class accuracy{tag}", ""]
-        rows = [[c, *[r["per_class_accuracy"].get(c, float("nan")) for r in results]] for c in classes]
-        rows.append(["**average**", *[sum(r["per_class_accuracy"].values()) / len(r["per_class_accuracy"])
-                                      for r in results]])
-        lines += [table(["Class", *[r["model"] for r in results]], rows), ""]
-        for r in results:
-            conf = pd.read_csv(Path(plots_dir) / "confusion" / task / f"{r['model']}.csv", dtype=str)
-            fig = confusion_figure(conf["actual"], conf["predicted"], list(r["per_class_accuracy"]),
-                                   figures_dir / f"confusion_{task}_{r['model']}.png",
-                                   f"{task} / {r['model']}{tag}")
-            lines += [f"![Confusion matrix {task} {r['model']}{tag}]({rel(fig)})", ""]
+    from genediag.reports.chromosome_family import task_sections
+
+    lines += task_sections(tasks, synthetic, out_md, metrics_dir, plots_dir, figures_dir, benchmarks_dir)
     from genediag.reports.karyotyping import karyotyping_section
 
     lines += [karyotyping_section(out_md, synthetic, metrics_dir, plots_dir)]
