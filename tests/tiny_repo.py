@@ -49,8 +49,15 @@ def tiny_params() -> dict:
     params["report"]["chromosomes"]["tasks"] = [t for t in params["report"]["chromosomes"]["tasks"]
                                                 if not t.startswith("binary-") or f"{t}-dcnn" in present]
     for run in params["train"].values():
-        run["input_size"] = 32
+        run["input_size"] = 75 if run["arch"].get("backbone") == "inception_v3" else 32   # InceptionV3's minimum
         run["fit"].update(epochs=2, batch_size=32)
+        if "warmup" in run:
+            run["warmup"]["epochs"] = 1
+    # karyogram branch: a short search and few MC-dropout passes
+    for search in params.get("hpsearch", {}).values():
+        search.update(trials=2, epochs=1)
+    for mc in params.get("mc_dropout", {}).values():
+        mc["passes"] = 10
     # face branch: a few photos, one epoch, narrow nets
     if "faces_generate" in params:
         params["faces_generate"].update(syndromes={"subjects_per_class": 3, "photos_per_subject": 1, "no_face_photos": 1},

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from genediag.config import ConfigError, check_keys, seed_everything, write_yaml
 from genediag.data.datasets import CachedImageDataset, build_augmentation
@@ -22,7 +26,7 @@ from genediag.training.trainer import fit, is_main_process, resolve_train_config
 log = logging.getLogger(__name__)
 
 RUN_KEYS = {"task", "model", "dataset", "classes", "arch", "input_size", "invert", "augment", "fit",
-            "max_train_per_class", "max_val_per_class"}
+            "max_train_per_class", "max_val_per_class", "cache_features", "warmup", "recalibrate_bn"}
 SPLITS = ("train", "val", "test")
 
 
@@ -34,7 +38,10 @@ def resolve_run_config(run: str, cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{where}: missing '{key}'")
     if "name" not in cfg["arch"]:
         raise ConfigError(f"{where}.arch: missing 'name' (the model factory's name, e.g. pinnacle_dcnn)")
-    out = {"invert": False, "augment": [], **cfg}
+    out = {"invert": False, "augment": [], "cache_features": False, **cfg}
+    if out["cache_features"] and out["augment"]:
+        raise ConfigError(f"{where}: cache_features needs augment: [] (online augmentation changes every epoch's "
+                          f"input; augment offline, e.g. with a balance stage, or set cache_features: false)")
     for key in ("max_train_per_class", "max_val_per_class"):
         cap = out.get(key)
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
@@ -99,6 +106,76 @@ def make_datasets(images: np.ndarray, table: pd.DataFrame, cfg: dict[str, Any]) 
     return out
 
 
+class FeatureDataset(Dataset):
+    """Precomputed model inputs (e.g. a frozen prefix's outputs) with integer targets."""
+
+    def __init__(self, features: torch.Tensor, targets: np.ndarray):
+        self.features, self.targets = features, np.asarray(targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return self.features[i], int(self.targets[i])
+
+
+@torch.no_grad()
+def cached_features(prefix: nn.Module, dataset: Dataset, batch_size: int = 32, desc: str = "features") -> FeatureDataset:
+    """`prefix` applied once to every item of `dataset` (in order), as a dataset of the outputs."""
+    prefix.eval()
+    out = [prefix(x) for x, _ in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc=desc,
+                                       leave=False)]
+    return FeatureDataset(torch.cat(out).contiguous(), dataset.targets)
+
+
+def _warmup(model: nn.Module, split, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any], run_dir: Path) -> None:
+    """``warmup: {epochs, lr}``: train the head alone on the (still untrained) base's outputs, computed once, before
+    the blocks are unfrozen — the usual two-phase fine-tuning. A randomly initialised head on top of trainable
+    blocks otherwise sends large, noisy gradients into them. Curves: ``<run_dir>/warmup/summary.csv``."""
+    import copy
+
+    tail = model.base_tail(split)
+    was = model.training
+    model.eval()  # the base in inference mode (batch-norm statistics untouched) while its outputs are computed
+    feats = {name: cached_features(tail, d, desc=f"warmup features {name}")
+             for name, d in (("train", train_ds), ("val", val_ds))}
+    model.train(was)
+    fit_cfg = copy.deepcopy(cfg["fit"])
+    fit_cfg["epochs"] = int(cfg["warmup"]["epochs"])
+    fit_cfg["optimizer"]["lr"] = float(cfg["warmup"]["lr"])
+    fit_cfg["scheduler"] = {"name": "none"}
+    fit_cfg["early_stopping"] = {"patience": 0, "min_delta": 0.0}
+    log.info("warmup: the head alone for %d epochs at lr %g", fit_cfg["epochs"], fit_cfg["optimizer"]["lr"])
+    fit(model.head_part(), feats["train"], feats["val"], fit_cfg, run_dir / "warmup", live_dir=None)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, dataset: Dataset, exclude: Sequence[nn.Module] = (), batch_size: int = 32) -> int:
+    """Recompute the running statistics of `net`'s batch-norm layers (except `exclude`, e.g. frozen ones) as plain
+    averages over `dataset` with everything else in inference mode (dropout off); returns the number of layers.
+
+    During training a batch-norm layer after dropout collects statistics of dropped-out activations, which differ
+    from inference-time ones ("variance shift", Li et al. 2019); the thesis head has dropout → dense → batch norm,
+    and with the default's few epochs the shift moved every probability of some variants below 0.5 (recall 0 at a
+    test AUC of 0.9). Recomputing the statistics with the final weights and dropout off removes the shift."""
+    skip = {id(m) for m in exclude}
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in skip]
+    if not layers:
+        return 0
+    net.eval()
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        net(x)
+    for m, mom in zip(layers, momenta):
+        m.momentum = mom
+        m.eval()
+    return len(layers)
+
+
 def train_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_dir: str | Path = "models",
               live_root: str | Path = "plots/training") -> dict[str, Any]:
     cfg = resolve_run_config(run, cfg)
@@ -120,7 +197,42 @@ def train_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_
     arch = dict(cfg["arch"])
     model = create_model(arch.pop("name"), num_classes=len(names), in_chans=in_chans, img_size=cfg["input_size"], **arch)
     run_dir = Path(out_dir) / run
-    model, result = fit(model, ds["train"], ds["val"], cfg["fit"], run_dir, live_dir=Path(live_root) / run)
+    split = model.cache_split() if cfg["cache_features"] and hasattr(model, "cache_split") else None
+    warm = cfg.get("warmup")
+    if warm:
+        check_keys(warm, {"epochs", "lr"}, f"params.yaml: train.{run}.warmup")
+        if not hasattr(model, "head_part"):
+            raise ConfigError(f"params.yaml: train.{run}.warmup: arch '{cfg['arch']['name']}' has no separate head to "
+                              "warm up; remove warmup")
+    if cfg["cache_features"] and split is None:
+        log.info("cache_features: %s trains every layer; nothing to cache", cfg["arch"]["name"])
+    if split is not None:
+        # the frozen prefix runs once per image; the trainer sees its outputs and trains the suffix, whose
+        # parameters are the model's own, so the saved model is the whole network
+        prefix, suffix = split
+        train_ds, val_ds = (cached_features(prefix, ds[s], desc=f"cache {s}") for s in ("train", "val"))
+        log.info("cache_features: prefix outputs %s cached for %d train / %d val items", tuple(train_ds.features.shape[1:]),
+                 len(train_ds), len(val_ds))
+        if hasattr(model, "calibrate"):
+            model.calibrate(train_ds.features.split(64), split=split)
+        if warm:
+            _warmup(model, split, train_ds, val_ds, cfg, run_dir)
+        _, result = fit(suffix, train_ds, val_ds, cfg["fit"], run_dir, live_dir=Path(live_root) / run)
+        if cfg.get("recalibrate_bn"):
+            n = recalibrate_batchnorm(suffix, train_ds, exclude=getattr(model, "_frozen", ()))
+            log.info("recalibrate_bn: running statistics of %d batch-norm layers recomputed on the train split", n)
+        model = model.to(memory_format=torch.contiguous_format)
+    else:
+        if hasattr(model, "calibrate"):  # statistics of the base's outputs over (at most 64) training images
+            sub = torch.utils.data.Subset(ds["train"], np.linspace(0, len(ds["train"]) - 1, min(64, len(ds["train"])))
+                                          .round().astype(int).tolist())
+            model.calibrate(x for x, _ in DataLoader(sub, batch_size=16, shuffle=False))
+        if warm:
+            _warmup(model, None, ds["train"], ds["val"], cfg, run_dir)
+        model, result = fit(model, ds["train"], ds["val"], cfg["fit"], run_dir, live_dir=Path(live_root) / run)
+        if cfg.get("recalibrate_bn"):
+            n = recalibrate_batchnorm(model, ds["train"], exclude=getattr(model, "_frozen", ()))
+            log.info("recalibrate_bn: running statistics of %d batch-norm layers recomputed on the train split", n)
     info = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "items": {s: len(d) for s, d in ds.items()}, "classes": names}

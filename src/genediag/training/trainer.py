@@ -33,6 +33,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "scheduler": {"name": "none"},
     "loss": {"name": "cross_entropy", "label_smoothing": 0.0},
     "early_stopping": {"patience": 5, "min_delta": 0.0},
+    "restore_best": True,    # false: keep the last epoch's weights (e.g. a tiny or unrepresentative val split)
     "seed": 0,
     "device": "auto",
     "amp": True,             # mixed precision; only takes effect on CUDA
@@ -359,12 +360,14 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any
         if stopper.should_stop:
             log.info("early stopping: validation loss has not improved for %d epochs", stopper.patience)
             break
-    model.load_state_dict(best_state)
+    if cfg.get("restore_best", True):
+        model.load_state_dict(best_state)
     if live is not None:
         live.end()
     result = FitResult(best_epoch=stopper.best_epoch + 1, best_val_loss=stopper.best, epochs_run=len(history),
                        stopped_early=stopper.should_stop, seconds=time.perf_counter() - t0, history=history)
-    log.info("best epoch %d (val loss %.4f); restored its weights", result.best_epoch, result.best_val_loss)
+    log.info("best epoch %d (val loss %.4f); %s", result.best_epoch, result.best_val_loss,
+             "restored its weights" if cfg.get("restore_best", True) else f"kept the last epoch's ({len(history)})")
     return model, result
 
 

@@ -1,0 +1,233 @@
+"""Monte-Carlo dropout: dropout left on at inference, N stochastic passes per case, a vote and a confidence.
+
+For every case: the predicted label is the majority of the N passes (a tie goes to the class with the higher
+mean probability), ``confidence`` is the share of passes that agree with it, ``mean_p_<class>`` the mean
+softmax (for a single sigmoid unit: [1 − σ, σ]) over the passes. A case whose confidence is below the
+threshold (0.80 in the thesis) is referred for manual review. Reported: the referral rate, accuracy / recall /
+precision on the retained cases (positive class = class 1, ``abnormal``), the wrong predictions with their mean
+probability and confidence (thesis Tables 4.1/4.2) and a referral curve (metrics on the retained cases against
+the fraction referred, one point per distinct confidence).
+
+Passes are batched: batch-norm layers stay in inference mode, only dropout layers are switched to training mode.
+A model exposing ``forward_features`` / ``forward_head`` whose feature part has no active dropout (the thesis
+transfer models) runs the feature part once per case and the head on the features repeated N times; any other
+model gets its input repeated N times. Both give the same numbers for the same seed (the random draws happen
+in the same dropout layers on tensors of the same shapes), in chunks of at most ``chunk`` rows. Draws come
+from ``torch.manual_seed(seed)`` inside a forked RNG, so a fixed seed gives identical passes on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from genediag.config import ConfigError, check_keys
+from genediag.training.trainer import class_scores
+
+log = logging.getLogger(__name__)
+
+MC_DEFAULTS: dict[str, Any] = {"passes": 100, "threshold": 0.8, "seed": 0, "split": "test", "batch_size": 32,
+                               "chunk": 4096}
+
+
+def resolve_mc_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    check_keys(cfg, set(MC_DEFAULTS) | {"run", "dataset"}, where)
+    if "run" not in cfg:
+        raise ConfigError(f"{where}: missing 'run' (the train.<run> whose model gets MC dropout)")
+    out = {**MC_DEFAULTS, **cfg}
+    if int(out["passes"]) < 1:
+        raise ConfigError(f"{where}.passes: expected >= 1, got {out['passes']}")
+    if not 0.0 < float(out["threshold"]) <= 1.0:
+        raise ConfigError(f"{where}.threshold: expected a share in (0, 1], got {out['threshold']}")
+    return out
+
+
+def _dropouts(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
+def enable_mc_dropout(model: nn.Module) -> int:
+    """Eval mode everywhere (batch norm uses its running statistics) except dropout; returns #dropout layers."""
+    model.eval()
+    drops = _dropouts(model)
+    for m in drops:
+        m.train()
+    return len(drops)
+
+
+def _split_model(model: nn.Module) -> bool:
+    """True when the model can run its deterministic feature part once and repeat only the head."""
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        return False
+    head = getattr(model, "head", None)
+    if head is None:
+        return False
+    return len(_dropouts(model)) == len(_dropouts(head))
+
+
+@torch.no_grad()
+def mc_dropout_predict(model: nn.Module, dataset: Dataset, passes: int = 100, seed: int = 0, batch_size: int = 32,
+                       chunk: int = 4096, criterion: nn.Module | None = None, repeat_input: bool = False,
+                       device: torch.device | None = None) -> np.ndarray:
+    """Class probabilities of every pass: an array N × passes × C, in dataset order.
+
+    `repeat_input` forces the generic path (input repeated) even for a split model (used by the tests)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    n_drop = enable_mc_dropout(model)
+    if n_drop == 0:
+        log.warning("MC dropout: the model has no active dropout layer; all passes will agree")
+    split = _split_model(model) and not repeat_input
+    out: list[np.ndarray] = []
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            for x, _ in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc=f"MC dropout ×{passes}",
+                             leave=False, mininterval=5.0):
+                x = x.to(device)
+                base = model.forward_features(x) if split else x
+                rep = base.repeat_interleave(passes, dim=0)  # case 0 × N, case 1 × N, …
+                probs = []
+                for i in range(0, len(rep), chunk):
+                    part = rep[i:i + chunk]
+                    scores = class_scores(model.forward_head(part) if split else model(part), criterion)
+                    probs.append(torch.softmax(scores.float(), dim=1))
+                out.append(torch.cat(probs).reshape(len(x), passes, -1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, passes, 0), dtype=np.float32)
+
+
+def mc_summary(pass_probs: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Per case: predicted (majority vote), votes, confidence (share agreeing), mean_p_<class>, sd_p_<class>."""
+    n, t, k = pass_probs.shape
+    votes = np.stack([(pass_probs.argmax(2) == c).sum(1) for c in range(k)], axis=1)  # N × C
+    mean = pass_probs.mean(1)
+    # majority; ties broken by the higher mean probability
+    key = votes.astype(np.float64) + 1e-6 * mean
+    pred = key.argmax(1)
+    conf = votes[np.arange(n), pred] / t
+    table = pd.DataFrame({"predicted": [names[i] for i in pred], "pred_index": pred, "votes": votes[np.arange(n), pred],
+                          "confidence": np.round(conf, 6)})
+    for c, name in enumerate(names):
+        table[f"mean_p_{name}"] = np.round(mean[:, c], 6)
+        table[f"sd_p_{name}"] = np.round(pass_probs[:, :, c].std(1), 6)
+    return table
+
+
+def _rates(y: np.ndarray, pred: np.ndarray, positive: int) -> dict[str, float | None]:
+    n = len(y)
+    tp = int(((pred == positive) & (y == positive)).sum())
+    p, pp = int((y == positive).sum()), int((pred == positive).sum())
+    return {"n": n, "accuracy": float((pred == y).mean()) if n else None,
+            "recall": tp / p if p else None, "precision": tp / pp if pp else None}
+
+
+def referral_metrics(y: np.ndarray, pred: np.ndarray, conf: np.ndarray, threshold: float,
+                     positive: int = 1) -> dict[str, Any]:
+    """Referral at `threshold`: who is referred (confidence < threshold) and how the retained cases fare.
+
+    ``missed_positive``: positive cases retained *and* predicted negative — cleared without a person seeing
+    them (in the lab workflow every positive prediction goes to a person anyway)."""
+    referred = conf < threshold
+    kept = ~referred
+    out = {"threshold": float(threshold), "n": int(len(y)), "referred": int(referred.sum()),
+           "referral_rate": float(referred.mean()) if len(y) else 0.0,
+           "all": _rates(y, pred, positive), "retained": _rates(y[kept], pred[kept], positive),
+           "missed_positive": int((kept & (y == positive) & (pred != positive)).sum()),
+           "positives": int((y == positive).sum())}
+    return out
+
+
+def referral_curve(y: np.ndarray, pred: np.ndarray, conf: np.ndarray, positive: int = 1) -> pd.DataFrame:
+    """One row per distinct confidence cut: referring every case below `threshold`."""
+    rows = []
+    cuts = np.unique(np.concatenate([conf, [np.inf]]))
+    for t in cuts:
+        kept = conf >= t
+        r = _rates(y[kept], pred[kept], positive)
+        rows.append({"threshold": min(float(t), 1.000001), "referred_fraction": float(1 - kept.mean()),
+                     "retained": int(kept.sum()),
+                     "accuracy": r["accuracy"], "recall": r["recall"], "precision": r["precision"],
+                     "missed_positive": int((kept & (y == positive) & (pred != positive)).sum())})
+    return pd.DataFrame(rows).round(6)
+
+
+def run_mc_dropout(name: str, cfg: dict[str, Any], run_cfg: dict[str, Any], data_dir: str | Path = "data",
+                   models_dir: str | Path = "models", metrics_dir: str | Path = "metrics",
+                   plots_dir: str | Path = "plots", eval_dir: str | Path = "evaluation") -> dict[str, Any]:
+    """MC dropout on run ``cfg['run']``'s model over its `split`: metrics/mc_dropout/<name>.json,
+    plots/referral/<name>.csv, evaluation/mc_dropout/<name>/{predictions.csv, wrong.csv}."""
+    from genediag.models.checkpoint import load_checkpoint
+    from genediag.training.run import load_split_data, make_datasets, resolve_run_config
+    from genediag.training.trainer import create_loss
+
+    where = f"mc_dropout.{name}"
+    cfg = resolve_mc_config(cfg, where)
+    run = cfg["run"]
+    rcfg = resolve_run_config(run, run_cfg)
+    if cfg.get("dataset") not in (None, rcfg["dataset"]):
+        raise ConfigError(f"{where}.dataset is '{cfg['dataset']}' but train.{run}.dataset is '{rcfg['dataset']}'; "
+                          "make them equal (dvc.yaml uses it for the dependencies)")
+    data_dir = Path(data_dir)
+    model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
+    images, table, names = load_split_data(data_dir / "ingested" / rcfg["dataset"],
+                                           data_dir / "splits" / f"{rcfg['dataset']}.csv", rcfg["classes"])
+    if names != meta["class_names"]:
+        raise ConfigError(f"models/{run}/model.pt was trained on {meta['class_names']} but params give {names}")
+    split = cfg["split"]
+    ds = make_datasets(images, table, rcfg)[split]
+    rows = table[(table["split"] == split) & (table["target"] >= 0)].reset_index(drop=True)
+    criterion = create_loss(rcfg["fit"]["loss"])
+    passes = int(cfg["passes"])
+    probs = mc_dropout_predict(model, ds, passes, int(cfg["seed"]), int(cfg["batch_size"]), int(cfg["chunk"]),
+                               criterion=criterion)
+    summary = mc_summary(probs, names)
+    y = rows["target"].to_numpy()
+    pred, conf = summary["pred_index"].to_numpy(), summary["confidence"].to_numpy()
+    positive = 1 if len(names) == 2 else 0
+    ref = referral_metrics(y, pred, conf, float(cfg["threshold"]), positive)
+    curve = referral_curve(y, pred, conf, positive)
+
+    keep = [c for c in ("index", "path", "label", "group_id", "cell_id", "karyotype") if c in rows.columns]
+    per_case = pd.concat([rows[keep].assign(target=[names[i] for i in y]), summary.drop(columns="pred_index")],
+                         axis=1)
+    per_case["referred"] = (conf < float(cfg["threshold"])).astype(int)
+    wrong = per_case[per_case["target"] != per_case["predicted"]].copy()
+    wrong["mean_p_predicted"] = [r[f"mean_p_{r['predicted']}"] for _, r in wrong.iterrows()]
+
+    result = {"name": name, "run": run, "task": rcfg["task"], "model": rcfg["model"], "dataset": rcfg["dataset"],
+              "split": split, "passes": passes, "seed": int(cfg["seed"]), "positive_class": names[positive],
+              **ref, "wrong": int(len(wrong)), "wrong_referred": int(wrong["referred"].sum())}
+    mpath = Path(metrics_dir) / "mc_dropout" / f"{name}.json"
+    mpath.parent.mkdir(parents=True, exist_ok=True)
+    mpath.write_text(json.dumps(_round(result), indent=2) + "\n")
+    cpath = Path(plots_dir) / "referral" / f"{name}.csv"
+    cpath.parent.mkdir(parents=True, exist_ok=True)
+    curve.to_csv(cpath, index=False)
+    edir = Path(eval_dir) / "mc_dropout" / name
+    edir.mkdir(parents=True, exist_ok=True)
+    per_case.to_csv(edir / "predictions.csv", index=False)
+    wrong.to_csv(edir / "wrong.csv", index=False)
+    ret = ref["retained"]
+    log.info("%s (%s, %d passes, synthetic if the cohort is): referral rate %.3f at %.2f; retained accuracy %s, "
+             "recall %s; %d wrong (%d of them referred)", name, run, passes, ref["referral_rate"], ref["threshold"],
+             ret["accuracy"], ret["recall"], len(wrong), int(wrong["referred"].sum()))
+    return result
+
+
+def _round(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    return obj
