@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from genediag.data.tasks import NORMAL_CHROMOSOMES, natural_key
-from genediag.reports.markdown import confusion_figure, table
+from genediag.reports.markdown import confusion_figure, save_figure, table
 
 METRIC_COLUMNS = [("accuracy", "Accuracy"), ("macro_precision", "Precision"), ("macro_sensitivity", "Sensitivity"),
                   ("macro_specificity", "Specificity"), ("macro_f1", "F1")]
@@ -122,12 +122,7 @@ def boxplot_figure(per_model: dict[str, list[float]], path: str | Path, title: s
     ax.set_ylabel("per-class accuracy")
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def load_benchmarks(benchmarks_dir: str | Path, task: str) -> dict[str, dict[str, Any]]:
@@ -210,12 +205,7 @@ def roc_figure(curves: dict[str, tuple[pd.DataFrame, float | None]], path: str |
     ax.set_ylabel("true positive rate (sensitivity)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _confusions(task, results, plots_dir, figures_dir, tag, rel) -> list[str]:

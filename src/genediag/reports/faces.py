@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from genediag.reports.markdown import confusion_figure, table
+from genediag.reports.markdown import confusion_figure, save_figure, table
 
 # The paper's results on its private clinical photos (10 syndromes + healthy) and on LFW.
 PUBLISHED_TOP1 = {"crossloss": 0.935, "softmax": 0.906, "deepgestalt": 0.710}
@@ -80,10 +80,7 @@ def embedding_figure(runs: dict[str, Path], path: Path, seed: int = 0) -> Path |
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 

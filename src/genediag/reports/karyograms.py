@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from genediag.config import ConfigError
-from genediag.reports.markdown import table
+from genediag.reports.markdown import save_figure, table
 
 TRAINABLE_LABEL = {"frozen": "base frozen (head only)", "last_block": "last block trainable",
                    "last_two_blocks": "last two blocks trainable", "all": "whole network trainable"}
@@ -78,10 +78,7 @@ def _line_figure(curves: list[tuple[str, pd.DataFrame]], x: str, ys: Sequence[st
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

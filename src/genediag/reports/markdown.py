@@ -44,9 +44,16 @@ def confusion_figure(actual: Sequence[str], predicted: Sequence[str], classes: S
     ax.set_ylabel("actual")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of actual class")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
