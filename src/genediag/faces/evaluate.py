@@ -101,16 +101,23 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1)
 
 
-def verify_run(run: str, cfg: dict[str, Any], data_root: str | Path = "data/faces", models_dir: str | Path = "models",
-               metrics_dir: str | Path = "metrics", where: str | None = None) -> dict[str, Any]:
-    """LFW-style 10-fold verification accuracy of a stage-1 model on its held-out people."""
+def _load_run(run: str, cfg: dict[str, Any], kind: str, where: str | None, data_root: str | Path,
+              models_dir: str | Path):
+    """(resolved config, trained model, checkpoint meta, image cache, split table) of a faces_<kind> run."""
     register_face_components()
-    cfg = resolve_face_run(run, cfg, "pretrain", where or f"faces_pretrain.{run}")
+    cfg = resolve_face_run(run, cfg, kind, where or f"faces_{kind}.{run}")
     if int(cfg["threads"]) > 0:
         torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(cfg["fit"]["seed"])
     model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
     images, table = load_face_split(data_root, cfg["dataset"])
+    return cfg, model, meta, images, table
+
+
+def verify_run(run: str, cfg: dict[str, Any], data_root: str | Path = "data/faces", models_dir: str | Path = "models",
+               metrics_dir: str | Path = "metrics", where: str | None = None) -> dict[str, Any]:
+    """LFW-style 10-fold verification accuracy of a stage-1 model on its held-out people."""
+    cfg, model, meta, images, table = _load_run(run, cfg, "pretrain", where, data_root, models_dir)
     held = table[table["split"] == "test"].reset_index(drop=True)
     if held["group_id"].nunique() < 2:
         raise ConfigError(f"faces_split.{cfg['dataset']}: verification needs at least 2 held-out people")
@@ -141,13 +148,7 @@ def evaluate_face_run(run: str, cfg: dict[str, Any], data_root: str | Path = "da
                       plots_dir: str | Path = "plots", eval_dir: str | Path = "evaluation",
                       where: str | None = None) -> dict[str, Any]:
     """Test-set metrics of a fine-tuned syndrome model, its confusion table and the features for Fig. 5."""
-    register_face_components()
-    cfg = resolve_face_run(run, cfg, "finetune", where or f"faces_finetune.{run}")
-    if int(cfg["threads"]) > 0:
-        torch.set_num_threads(int(cfg["threads"]))
-    torch.manual_seed(cfg["fit"]["seed"])
-    model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
-    images, table = load_face_split(data_root, cfg["dataset"])
+    cfg, model, meta, images, table = _load_run(run, cfg, "finetune", where, data_root, models_dir)
     names, targets = class_targets(table, "finetune", cfg["classes"])
     if names != meta["class_names"]:
         raise ConfigError(f"models/{run}/model.pt was trained on classes {meta['class_names']} but params give "

@@ -109,16 +109,14 @@ def run_hpsearch(name: str, cfg: dict[str, Any], run_cfg: dict[str, Any], data_d
     import optuna
 
     from genediag.models import create_model
-    from genediag.training.run import cached_features, load_split_data, make_datasets, resolve_run_config
+    from genediag.training.run import cached_features, load_split_data, make_datasets
+    from genediag.karyograms import resolve_target_run
     from genediag.training.trainer import fit
 
     where = f"hpsearch.{name}"
     cfg = resolve_hpsearch_config(cfg, where)
     run = cfg["run"]
-    rcfg = resolve_run_config(run, run_cfg)
-    if cfg.get("dataset") not in (None, rcfg["dataset"]):
-        raise ConfigError(f"{where}.dataset is '{cfg['dataset']}' but train.{run}.dataset is '{rcfg['dataset']}'; "
-                          "make them equal (dvc.yaml uses it for the dependencies)")
+    rcfg = resolve_target_run(cfg, run_cfg, where)
     seed = int(cfg["seed"])
     data_dir = Path(data_dir)
     images, table, names = load_split_data(data_dir / "ingested" / rcfg["dataset"],

@@ -168,16 +168,14 @@ def run_mc_dropout(name: str, cfg: dict[str, Any], run_cfg: dict[str, Any], data
     """MC dropout on run ``cfg['run']``'s model over its `split`: metrics/mc_dropout/<name>.json,
     plots/referral/<name>.csv, evaluation/mc_dropout/<name>/{predictions.csv, wrong.csv}."""
     from genediag.models.checkpoint import load_checkpoint
-    from genediag.training.run import load_split_data, make_datasets, resolve_run_config
+    from genediag.training.run import load_split_data, make_datasets
+    from genediag.karyograms import resolve_target_run
     from genediag.training.trainer import create_loss
 
     where = f"mc_dropout.{name}"
     cfg = resolve_mc_config(cfg, where)
     run = cfg["run"]
-    rcfg = resolve_run_config(run, run_cfg)
-    if cfg.get("dataset") not in (None, rcfg["dataset"]):
-        raise ConfigError(f"{where}.dataset is '{cfg['dataset']}' but train.{run}.dataset is '{rcfg['dataset']}'; "
-                          "make them equal (dvc.yaml uses it for the dependencies)")
+    rcfg = resolve_target_run(cfg, run_cfg, where)
     data_dir = Path(data_dir)
     model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
     images, table, names = load_split_data(data_dir / "ingested" / rcfg["dataset"],
