@@ -15,7 +15,7 @@ PARAMS = """\
 # top comment
 generate:                 # the generator
   seed: 2026
-  abnormalities: ["+21", "+18", "+13", "-X", "XXY", "del(5)(p14)", "del(4)(p16)", "del(18)(p11)",
+  abnormalities: ["+21", "+18", "+13", "-X", "XXY", "del(5)(p14)", "del(4)(p15.2)", "del(18)(p11)",
                   "del(1)(p36.1)", "t(9;22)(q34;q11.2)", "inv(9)(p12q13)", "i(X)(q10)"]
 
 train:
