@@ -17,6 +17,7 @@ from genediag.data.cytobands import (
     load_cytobands,
 )
 from genediag.synthetic.cohort import (
+    patient_plan,
     CROP_COLUMNS,
     KARYOGRAM_COLUMNS,
     generate_cohort,
@@ -436,7 +437,11 @@ def test_cohort_params_validation(tmp_path):
     with pytest.raises(ValueError, match="canvas"):
         merge_cohort_params({"render": {"canvas": 64}})
     p = merge_cohort_params({})
-    assert p["normal_patients"] == 48 and p["patients_per_abnormality"] == 3
+    assert p["normal_patients"] == 48 and p["patients_per_abnormality"] == {"numerical": 3, "structural": 3}
+    with pytest.raises(ValueError, match="patients_per_abnormality.*exactly the keys"):
+        merge_cohort_params({"patients_per_abnormality": {"numerical": 2}})
+    with pytest.raises(ValueError, match=r"patients_per_abnormality' \(structural\) must be a non-negative integer"):
+        merge_cohort_params({"patients_per_abnormality": {"numerical": 2, "structural": -1}})
     assert p["cells_per_patient"] == {"normal": 2, "numerical": 2, "structural": 2}
     assert p["karyograms_per_patient"] == 2
     with pytest.raises(ValueError, match="cells_per_patient.*exactly the keys"):
@@ -467,3 +472,19 @@ def test_cells_per_kind_and_karyograms_per_patient(tmp_path):
     assert (tmp_path / "base" / kg).read_bytes() == (tmp_path / "more" / kg).read_bytes()
     assert len(list((tmp_path / "more" / "karyograms").glob("*.png"))) == 3  # one per patient
     assert s_more["karyograms"] == s_base["karyograms"] == {"normal": 1, "abnormal": 2}
+
+
+def test_patients_per_abnormality_by_kind():
+    """Numerical and structural abnormalities can have different patient counts; the plan stays round-robin and
+    its first rounds (and so the first patients) are those of the uniform plan."""
+    abn = ["+21", "del(5)(p14)", "-X"]
+    uniform = patient_plan(merge_cohort_params({"abnormalities": abn, "patients_per_abnormality": 1,
+                                                "normal_patients": 1}))
+    by_kind = patient_plan(merge_cohort_params({"abnormalities": abn, "normal_patients": 1,
+                                                "patients_per_abnormality": {"numerical": 3, "structural": 1}}))
+    assert [k for _, k in uniform] == ["+21", "del(5)(p14)", "-X", None]
+    assert [k for _, k in by_kind] == ["+21", "del(5)(p14)", "-X", "+21", "-X", "+21", "-X", None]
+    assert by_kind[:3] == uniform[:3]
+    none = patient_plan(merge_cohort_params({"abnormalities": abn, "normal_patients": 2,
+                                             "patients_per_abnormality": {"numerical": 0, "structural": 2}}))
+    assert [k for _, k in none] == ["del(5)(p14)", "del(5)(p14)", None, None]

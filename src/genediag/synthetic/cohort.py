@@ -87,8 +87,8 @@ def merge_cohort_params(params: dict[str, Any] | None) -> dict[str, Any]:
     if len(set(abn)) != len(abn):
         raise ValueError(f"duplicate entries in 'abnormalities': {abn}")
     out["abnormalities"] = abn
-    for key in ("seed", "normal_patients", "patients_per_abnormality", "karyograms_per_patient", "canvas",
-                "workers"):
+    out["patients_per_abnormality"] = _per_abnormal_kind(out["patients_per_abnormality"])
+    for key in ("seed", "normal_patients", "karyograms_per_patient", "canvas", "workers"):
         if int(out[key]) != out[key] or int(out[key]) < 0:
             raise ValueError(f"cohort param {key!r} must be a non-negative integer, got {out[key]!r}")
         out[key] = int(out[key])
@@ -120,6 +120,19 @@ def _cells_per_kind(value: Any) -> dict[str, int]:
     return {kind: int(counts[kind]) for kind in PATIENT_KINDS}
 
 
+def _per_abnormal_kind(value: Any) -> dict[str, int]:
+    """``patients_per_abnormality`` as {numerical, structural: count >= 0}."""
+    counts = dict(value) if isinstance(value, dict) else {"numerical": value, "structural": value}
+    if set(counts) != {"numerical", "structural"}:
+        raise ValueError(f"cohort param 'patients_per_abnormality' as a mapping needs exactly the keys "
+                         f"['numerical', 'structural'], got {sorted(counts)}")
+    for kind, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or int(n) < 0:
+            raise ValueError(f"cohort param 'patients_per_abnormality' ({kind}) must be a non-negative integer, "
+                             f"got {n!r}")
+    return {kind: int(counts[kind]) for kind in ("numerical", "structural")}
+
+
 def patient_kind(abnormality: str | None) -> str:
     """'normal', 'numerical' (whole chromosomes gained/lost) or 'structural' (an abnormal chromosome)."""
     if abnormality is None:
@@ -129,10 +142,13 @@ def patient_kind(abnormality: str | None) -> str:
 
 
 def patient_plan(params: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """[(patient_id, abnormality or None)]: abnormalities round-robin, then the normal patients."""
+    """[(patient_id, abnormality or None)]: abnormalities round-robin (each while it has patients left by its
+    kind's ``patients_per_abnormality``), then the normal patients."""
+    per = _per_abnormal_kind(params["patients_per_abnormality"])
+    quota = {a: per[patient_kind(a)] for a in params["abnormalities"]}
     kinds: list[str | None] = []
-    for _ in range(params["patients_per_abnormality"]):
-        kinds.extend(params["abnormalities"])
+    for r in range(max(quota.values(), default=0)):
+        kinds.extend(a for a in params["abnormalities"] if quota[a] > r)
     kinds.extend([None] * params["normal_patients"])
     return [(f"P{i + 1:04d}", k) for i, k in enumerate(kinds)]
 
@@ -233,8 +249,8 @@ def generate_cohort(out_dir, params: dict[str, Any] | None = None, report_dir=No
     report = report_dir is not None
     jobs = [(i + 1, pid, kind, prm, str(out), n_samples, report) for i, (pid, kind) in enumerate(plan)]
     log.info(
-        "generating %d patients (%d normal, %d abnormalities x %d), cells per patient %s (karyograms for the "
-        "first %d) into %s",
+        "generating %d patients (%d normal, %d abnormalities, patients per abnormality by kind %s), cells per "
+        "patient %s (karyograms for the first %d) into %s",
         len(plan),
         prm["normal_patients"],
         len(prm["abnormalities"]),
