@@ -93,3 +93,22 @@ def test_timm_checkpoint_round_trip(tmp_path):
     again, meta = load_checkpoint(tmp_path / "m.pt")
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(model(x), again(x)) and meta["class_names"] == ["a", "b", "c"]
+
+
+def test_checkpoint_loads_without_the_weights_it_started_from(tmp_path):
+    """A model trained from a local weights file is rebuilt from its checkpoint alone: the file may be gone (a
+    colleague pulled only models/<run>), and the input normalisation that came with the weights is restored."""
+    from genediag.models.thesis_transfer import _vgg16
+
+    net, *_ = _vgg16(1)
+    weights = tmp_path / "vgg16.pth"
+    torch.save(net.state_dict(), weights)
+    arch = {"name": "thesis_transfer", "backbone": "vgg16", "trainable": "frozen", "pretrained": str(weights)}
+    model = create_model(arch["name"], num_classes=2, in_chans=1, img_size=32,
+                         **{k: v for k, v in arch.items() if k != "name"}).eval()
+    assert float(model.normalize.std.flatten()[0]) != 1.0  # ImageNet statistics came with the weights
+    save_checkpoint(tmp_path / "m.pt", model, arch, ["normal", "abnormal"], {"size": 32, "in_chans": 1, "invert": True})
+    weights.unlink()
+    again, meta = load_checkpoint(tmp_path / "m.pt")
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(model(x), again(x)) and meta["arch"]["pretrained"] == str(weights)

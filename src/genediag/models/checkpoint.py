@@ -30,6 +30,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise ValueError(f"{path}: not a genediag checkpoint")
     arch = dict(ckpt["arch"])
     name = arch.pop("name")
+    if "pretrained" in arch:  # the state dict holds every weight (and the input normalisation buffers): the
+        arch["pretrained"] = False  # weights the training started from are not needed to rebuild the model
     model = create_model(name, num_classes=len(ckpt["class_names"]), in_chans=ckpt["input"]["in_chans"],
                          img_size=ckpt["input"]["size"], **arch)
     model.load_state_dict(ckpt["state_dict"])
