@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from genediag.config import ConfigError
-from genediag.data.split import SplitError, audit_leakage, stratified_group_split
+from genediag.data.split import SplitError, audit_leakage, stratification_key, stratified_group_split
 
 
 def _cohort(n_patients=40, seed=0):
@@ -85,3 +85,26 @@ def test_class_with_few_patients_reaches_every_split():
         assert {s for s, lab in zip(out, labels) if lab == "rare"} == {"train", "val", "test"}
     by_group = pd.DataFrame({"g": groups, "s": out}).groupby("g")["s"].nunique()
     assert (by_group == 1).all()
+
+
+def test_stratify_on_label_and_y_chromosome():
+    """Karyograms stratified on label × Y: every split gets abnormal cases with and without a Y, so "no Y →
+    abnormal" cannot stand in for the abnormality in one split more than in the cohort."""
+    import pandas as pd
+
+    rows = []
+    for g in range(40):
+        abnormal, y = g % 2 == 0, (g // 2) % 2 == 0
+        kt = ("47," if abnormal else "46,") + ("XY" if y else "XX") + (",+21" if abnormal else "")
+        rows += [{"label": "abnormal" if abnormal else "normal", "group_id": f"P{g}", "karyotype": kt}] * 2
+    df = pd.DataFrame(rows)
+    key = stratification_key(df, ["label", "y_chromosome"])
+    assert sorted(set(key)) == ["abnormal|Y", "abnormal|noY", "normal|Y", "normal|noY"]
+    assert key.iloc[0] == "abnormal|Y" and stratification_key(df, "label").iloc[0] == "abnormal"
+    split = stratified_group_split(key, df["group_id"], {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+    for s in ("train", "val", "test"):
+        assert set(key[split == s]) == set(key), s  # every stratum in every split
+    with pytest.raises(SplitError, match="karyotype"):
+        stratification_key(df.drop(columns="karyotype"), ["label", "y_chromosome"])
+    with pytest.raises(SplitError, match="no column 'sex'"):
+        stratification_key(df, ["label", "sex"])

@@ -121,7 +121,10 @@ def _sex_section(manifest: pd.DataFrame, split_csv: Path, tag: str) -> list[str]
             "Karyograms with / without a Y chromosome per class, and the scores of the rule *no Y → abnormal*, "
             "which sees no abnormality at all. Where abnormal cases of a split are mostly female, this rule (and a "
             "model that learned it) scores above chance there; a model is only detecting abnormalities where it "
-            "beats this line, and the per-type table below shows which ones.", "",
+            "beats this line, and the per-type table below shows which ones. Some abnormalities fix the sex "
+            "(45,X and i(X)(q10) carry no Y), so the rule beats chance in the cohort itself; stratifying the split on "
+            "label × Y (`split.<dataset>.stratify_on: [label, y_chromosome]`) keeps any one split from exaggerating "
+            "it.", "",
             table(["Split", "normal: Y / no Y", "abnormal: Y / no Y", "AUC of the rule", "Recall", "Balanced acc."],
                   rows), ""]
 
@@ -152,7 +155,7 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
               f"Source `{ingest['source']}`: {ingest['accepted']} karyograms accepted, {ingest['quarantined']} "
               f"quarantined; {ingest['groups']} patients; classes {ingest['classes']}; cached at "
               f"{'×'.join(map(str, ingest['image_shape']))} px (the thesis resized to 416×416). Split 64/16/20, "
-              "stratified by label and grouped by patient:", ""]
+              f"stratified by {' × '.join(split.get('stratify_on', ['label']))} and grouped by patient:", ""]
     splits = sorted(split["items"])
     labels = sorted({lab for s in splits for lab in split["labels"][s]})
     lines += [table(["Split", "Karyograms", "Patients", *labels],
