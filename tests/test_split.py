@@ -90,8 +90,6 @@ def test_class_with_few_patients_reaches_every_split():
 def test_stratify_on_label_and_y_chromosome():
     """Karyograms stratified on label × Y: every split gets abnormal cases with and without a Y, so "no Y →
     abnormal" cannot stand in for the abnormality in one split more than in the cohort."""
-    import pandas as pd
-
     rows = []
     for g in range(40):
         abnormal, y = g % 2 == 0, (g // 2) % 2 == 0

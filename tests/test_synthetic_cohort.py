@@ -17,11 +17,11 @@ from genediag.data.cytobands import (
     load_cytobands,
 )
 from genediag.synthetic.cohort import (
-    patient_plan,
     CROP_COLUMNS,
     KARYOGRAM_COLUMNS,
     generate_cohort,
     merge_cohort_params,
+    patient_plan,
 )
 from genediag.synthetic.karyogram import compose_karyogram
 from genediag.synthetic.karyotype import (

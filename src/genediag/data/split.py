@@ -136,8 +136,19 @@ def split_summary(df: pd.DataFrame) -> dict:
     return out
 
 
-#: derived columns `stratify_on` may name besides the manifest's own
-DERIVED = {"y_chromosome": "whether the ISCN karyotype (column `karyotype`) has a Y: Y / noY"}
+def has_y(karyotype: str) -> bool:
+    """Whether the sex chromosomes of an ISCN string include a Y ('46,XY' / '47,XXY' → True, '45,X' → False)."""
+    parts = [p.strip() for p in str(karyotype).split(",")]
+    return len(parts) > 1 and "Y" in parts[1]
+
+
+#: derived columns `stratify_on` may name besides the manifest's own: name → (source column, value per row)
+DERIVED = {"y_chromosome": ("karyotype", lambda karyotype: "Y" if has_y(karyotype) else "noY")}
+
+
+def strata_columns(stratify_on: str | Sequence[str]) -> list[str]:
+    """`stratify_on` (one column or several) as a list."""
+    return [stratify_on] if isinstance(stratify_on, str) else list(stratify_on)
 
 
 def stratification_key(df: pd.DataFrame, stratify_on: str | Sequence[str]) -> pd.Series:
@@ -146,25 +157,25 @@ def stratification_key(df: pd.DataFrame, stratify_on: str | Sequence[str]) -> pd
     ``y_chromosome`` is derived from an ISCN ``karyotype`` column (the sex chromosomes after the count): stratifying
     karyograms on it keeps a test split from pairing "abnormal" with "no Y", a shortcut a model learns instead of
     the abnormality (the synthetic karyogram split without it had 0 of 14 abnormal test karyograms with a Y)."""
-    cols = [stratify_on] if isinstance(stratify_on, str) else list(stratify_on)
+    cols = strata_columns(stratify_on)
     if not cols:
         raise SplitError("stratify_on: name at least one column")
     parts = []
     for col in cols:
-        if col == "y_chromosome":
-            if "karyotype" not in df.columns:
-                raise SplitError("stratify_on: y_chromosome needs a 'karyotype' column (ISCN) in the manifest")
-            sex = df["karyotype"].astype(str).str.split(",").str[1].fillna("")
-            parts.append(np.where(sex.str.contains("Y"), "Y", "noY"))
+        if col in DERIVED:
+            source, value = DERIVED[col]
+            if source not in df.columns:
+                raise SplitError(f"stratify_on: {col} needs a '{source}' column (ISCN) in the manifest")
+            parts.append(df[source].map(value).astype(str))
         elif col in df.columns:
-            parts.append(df[col].astype(str).to_numpy())
+            parts.append(df[col].astype(str))
         else:
             raise SplitError(f"stratify_on: no column '{col}' in the manifest (columns: {list(df.columns)}; derived: "
                              f"{list(DERIVED)})")
     key = parts[0]
     for part in parts[1:]:
-        key = np.char.add(np.char.add(key.astype(str), "|"), part.astype(str))
-    return pd.Series(key, index=df.index)
+        key = key + "|" + part
+    return key
 
 
 def split_dataset(ingested_dir, out_csv, ratios: Mapping[str, float], seed: int,
@@ -184,8 +195,7 @@ def split_dataset(ingested_dir, out_csv, ratios: Mapping[str, float], seed: int,
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False)
-    strata = [stratify_on] if isinstance(stratify_on, str) else list(stratify_on)
-    summary = {"ratios": dict(ratios), "seed": seed, "stratify_on": strata, **split_summary(df)}
+    summary = {"ratios": dict(ratios), "seed": seed, "stratify_on": strata_columns(stratify_on), **split_summary(df)}
     out_csv.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("split %s: %s items, %s groups", ingested_dir, summary["items"], summary["groups"])
     return summary

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from genediag.config import ConfigError
+from genediag.data.split import has_y
 from genediag.reports.markdown import save_figure, table
 
 TRAINABLE_LABEL = {"frozen": "base frozen (head only)", "last_block": "last block trainable",
@@ -36,10 +37,6 @@ def abnormality_kind(kind: str) -> str:
     return "numerical" if kind in NUMERICAL else "structural"
 
 
-def has_y(karyotype: str) -> bool:
-    """Whether the sex chromosomes of an ISCN string include a Y ('46,XY' / '47,XXY' → True, '45,X' → False)."""
-    parts = [p.strip() for p in str(karyotype).split(",")]
-    return len(parts) > 1 and "Y" in parts[1]
 DASH = "—"
 
 

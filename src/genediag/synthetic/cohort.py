@@ -105,32 +105,30 @@ def merge_cohort_params(params: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _cells_per_kind(value: Any) -> dict[str, int]:
-    """``cells_per_patient`` as {normal, numerical, structural: count >= 1}."""
+def _per_kind(param: str, value: Any, kinds: tuple[str, ...], minimum: int) -> dict[str, int]:
+    """A count param given as one number or as a mapping by patient kind → {kind: integer >= minimum}."""
     if isinstance(value, dict):
-        if set(value) != set(PATIENT_KINDS):
-            raise ValueError(f"cohort param 'cells_per_patient' as a mapping needs exactly the keys "
-                             f"{list(PATIENT_KINDS)}, got {sorted(value)}")
+        if set(value) != set(kinds):
+            raise ValueError(f"cohort param '{param}' as a mapping needs exactly the keys {list(kinds)}, "
+                             f"got {sorted(value)}")
         counts = dict(value)
     else:
-        counts = {kind: value for kind in PATIENT_KINDS}
+        counts = {kind: value for kind in kinds}
     for kind, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or int(n) < 1:
-            raise ValueError(f"cohort param 'cells_per_patient' ({kind}) must be an integer >= 1, got {n!r}")
-    return {kind: int(counts[kind]) for kind in PATIENT_KINDS}
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or int(n) < minimum:
+            need = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
+            raise ValueError(f"cohort param '{param}' ({kind}) must be {need}, got {n!r}")
+    return {kind: int(counts[kind]) for kind in kinds}
+
+
+def _cells_per_kind(value: Any) -> dict[str, int]:
+    """``cells_per_patient`` as {normal, numerical, structural: count >= 1}."""
+    return _per_kind("cells_per_patient", value, PATIENT_KINDS, 1)
 
 
 def _per_abnormal_kind(value: Any) -> dict[str, int]:
     """``patients_per_abnormality`` as {numerical, structural: count >= 0}."""
-    counts = dict(value) if isinstance(value, dict) else {"numerical": value, "structural": value}
-    if set(counts) != {"numerical", "structural"}:
-        raise ValueError(f"cohort param 'patients_per_abnormality' as a mapping needs exactly the keys "
-                         f"['numerical', 'structural'], got {sorted(counts)}")
-    for kind, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or int(n) < 0:
-            raise ValueError(f"cohort param 'patients_per_abnormality' ({kind}) must be a non-negative integer, "
-                             f"got {n!r}")
-    return {kind: int(counts[kind]) for kind in ("numerical", "structural")}
+    return _per_kind("patients_per_abnormality", value, ("numerical", "structural"), 0)
 
 
 def patient_kind(abnormality: str | None) -> str:
