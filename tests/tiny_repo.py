@@ -54,7 +54,10 @@ def tiny_params() -> dict:
         run["fit"].update(epochs=2, batch_size=32)
         if "warmup" in run:
             run["warmup"]["epochs"] = 1
-    # karyogram branch: a short search and few MC-dropout passes
+    # karyogram branch: a small base (32-px model scale, 320×240 karyograms), a short search, few MC-dropout passes
+    for base in params.get("pretrain_base", {}).values():
+        base.update(input_size=32, resize=64, karyogram_size=[320, 240], karyograms={"train": 20, "val": 10},
+                    max_patches={"train": 64, "val": 64}, fit={**base["fit"], "batch_size": 16})
     for search in params.get("hpsearch", {}).values():
         search.update(trials=2, epochs=1)
     for mc in params.get("mc_dropout", {}).values():

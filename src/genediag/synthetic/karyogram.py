@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -81,6 +82,23 @@ def orient_vertical(img: np.ndarray, threshold: int = 225) -> np.ndarray:
     return cv2.warpAffine(big, M, (diag, diag), flags=cv2.INTER_LINEAR, borderValue=255)
 
 
+class SlotBox(NamedTuple):
+    """Where :func:`compose_karyogram` drew one slot, in karyogram pixels: ``count`` chromosomes (normal members
+    and abnormal ones of this origin) side by side in x0..x1, standing on the slot's line y1, the tallest reaching
+    up to y0. An empty slot has ``count`` 0 and x0 == x1, y0 == y1 - 3."""
+
+    slot: str
+    count: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+
 def compose_karyogram(
     images: Sequence[np.ndarray],
     labels: Sequence[str],
@@ -88,12 +106,14 @@ def compose_karyogram(
     title: str | None = None,
     orient: bool = False,
     threshold: int = 225,
-) -> np.ndarray:
+    return_boxes: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[SlotBox]]:
     """A uint8 H×W karyogram of ``images`` (any grayscale crops on white) placed by ``labels``.
 
     ``labels`` are "1".."22","X","Y" or abnormal type ids (placed at their origin's slot).
     ``size`` is (W, H). ``title`` (e.g. the ISCN string) is printed at the top. ``orient=True``
-    first rotates each crop so that its long axis is vertical (for posed crops).
+    first rotates each crop so that its long axis is vertical (for posed crops). ``return_boxes=True`` also
+    returns one :class:`SlotBox` per slot (all 24, empty ones too): where its chromosomes were drawn.
     """
     if len(images) != len(labels):
         raise ValueError(f"compose_karyogram: {len(images)} images but {len(labels)} labels")
@@ -152,6 +172,7 @@ def compose_karyogram(
         cv2.putText(out, title, (max(2, (W - tw) // 2), 4 + th), _FONT, fs_title, 0, 1, cv2.LINE_AA)
 
     line_half = None
+    boxes: list[SlotBox] = []
     for r, row in enumerate(KARYOGRAM_ROWS):
         slot_w = (W - 2 * margin_x) / len(row)
         y_line = int(round(row_top[r + 1] - lab_space))
@@ -165,6 +186,8 @@ def compose_karyogram(
                 scaled.append(cv2.resize(im, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else im)
             total_w = sum(im.shape[1] for im in scaled) + gap * max(0, len(scaled) - 1)
             x = int(round(cx - total_w / 2))
+            top = y_line - 3 - max((im.shape[0] for im in scaled), default=0)
+            boxes.append(SlotBox(c, len(scaled), x, top, x + total_w, y_line))
             for im in scaled:
                 h, w = im.shape
                 y0 = y_line - 3 - h
@@ -179,4 +202,4 @@ def compose_karyogram(
             cv2.line(out, (int(cx - line_half), y_line), (int(cx + line_half), y_line), 0, 1, cv2.LINE_AA)
             (tw, _), _ = cv2.getTextSize(c, _FONT, fs_label, 1)
             cv2.putText(out, c, (int(cx - tw / 2), y_line + 3 + lab_h), _FONT, fs_label, 0, 1, cv2.LINE_AA)
-    return out
+    return (out, boxes) if return_boxes else out

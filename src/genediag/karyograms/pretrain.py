@@ -1,0 +1,359 @@
+"""Domain pretraining of a karyogram model's convolutional base (stage ``pretrain_base@<name>``): our offline
+stand-in for the ImageNet weights the thesis fine-tuned.
+
+Why: no VGG16/InceptionV3 ImageNet weights are on this disk (timm would fetch them from the hub), and a randomly
+initialised base gives the thesis head (global average pooling → dense) nothing to count with: on the synthetic
+cohort every variant scored at chance (test AUC 0.31–0.62). An abnormal karyogram differs from a normal one by
+one chromosome more or less in one slot (or a changed band pattern), so the base is taught exactly that.
+
+What: karyograms are **recomposed** from the single-chromosome crops of whole cells (``crops``: an ingested crop
+dataset with ``group_id`` = patient and ``cell_id``), each with 0..``max_changes`` random gains (a crop of another
+cell) or losses, laid out by :func:`~genediag.synthetic.karyogram.compose_karyogram` (``orient=True``), top band
+blanked and resized as the karyogram dataset is (``resize`` px, then the model's ``input_size``; dark-on-white
+inverted). Around every slot a ``patch``-px window is cut at that scale (±``jitter`` px), labelled multi-hot with
+:data:`PATCH_LABELS` (:func:`slot_labels`) for the slots whose centre lies within ``label_radius`` × patch of the
+window's centre: an autosome slot with 0, 1, 3 or 4+ chromosomes, an X slot with at most one or 3+, a Y present.
+The base (trained as timm ``vgg16_bn`` for VGG16, see :func:`fold_vgg16_bn`) + average pooling + a linear layer
+learns these on balanced patches (every patch with a label, as many without); the saved base is a state dict of
+the network ``thesis_transfer`` builds, loaded with ``arch: {pretrained: models/bases/<name>/weights.pth}``. At the
+128-px scale of the default VGG16 runs a slot is ~16-32 px and VGG16's stride 32: one cell of the final feature
+map ≈ one slot. (InceptionV3 with the same pretraining, 75-px windows at 299 px, did not transfer: its patch
+features did not separate whole karyograms; see reports/karyograms.md.)
+
+No leakage into the karyogram evaluation: only cells of patients in the *train* split of ``patients_from``
+(``data/splits/<patients_from>.csv``) are recomposed for training and of its *val* split for the reported patch
+accuracy; crops of test patients are never read. On real data this needs crops of the karyogram patients'
+cells (``cell_id``); without them, point ``pretrained`` at an ImageNet weights file instead.
+
+Outputs ``models/bases/<name>/``: ``weights.pth``, ``args.yaml`` (resolved config), ``fit.json`` (patch counts,
+loss per epoch, validation accuracy per label); and ``metrics/bases/<name>.json`` (the validation figures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from genediag.config import ConfigError, check_keys, seed_everything, write_yaml
+from genediag.data.ingest import load_ingested
+from genediag.models.thesis_transfer import BACKBONES, MIN_INPUT, _inception_v3, _vgg16
+from genediag.models.timm_models import Normalize
+from genediag.synthetic.karyogram import compose_karyogram
+from genediag.synthetic.karyotype import origin_of
+
+log = logging.getLogger(__name__)
+
+PATCH_LABELS = ("autosome: 0 copies", "autosome: 1 copy", "autosome: 3 copies", "autosome: 4+ copies", "X: 0-1 copies",
+                "X: 3+ copies", "Y: present")
+DEFAULTS: dict[str, Any] = {
+    "crops": "chromosomes", "patients_from": "karyograms", "karyogram_size": [640, 480], "title": "46,XX",
+    "blank_top": 0.065, "resize": 416, "invert": True, "patch": 32, "jitter": 2.0, "label_radius": 0.3,
+    "max_changes": 3, "karyograms": {"train": 1000, "val": 200}, "max_patches": {"train": 6000, "val": 2000},
+    "workers": 2, "seed": 0,
+}
+FIT_DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 64, "lr": 0.001, "pct_start": 0.2, "seed": 0}
+SPLITS = ("train", "val")
+
+
+def resolve_pretrain_config(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    where = f"params.yaml: pretrain_base.{name}"
+    check_keys(cfg, set(DEFAULTS) | {"backbone", "input_size", "fit"}, where)
+    for key in ("backbone", "input_size"):
+        if key not in cfg:
+            raise ConfigError(f"{where}: missing '{key}' (the backbone and input size of the runs that load the base)")
+    out = {**DEFAULTS, **cfg}
+    if out["backbone"] not in BACKBONES:
+        raise ConfigError(f"{where}.backbone: '{out['backbone']}' is not one of {list(BACKBONES)}")
+    check_keys(out.get("fit") or {}, set(FIT_DEFAULTS), f"{where}.fit")
+    out["fit"] = {**FIT_DEFAULTS, **(out.get("fit") or {})}
+    size, patch = int(out["input_size"]), int(out["patch"])
+    if patch < MIN_INPUT[out["backbone"]]:
+        raise ConfigError(f"{where}.patch: {patch} px is too small for {out['backbone']} "
+                          f"(at least {MIN_INPUT[out['backbone']]} px)")
+    if not patch <= size <= int(out["resize"]):
+        raise ConfigError(f"{where}: need patch <= input_size <= resize, got {patch}, {size}, {out['resize']}")
+    for key in ("karyograms", "max_patches"):
+        if set(out[key]) != set(SPLITS) or any(int(v) < 1 for v in out[key].values()):
+            raise ConfigError(f"{where}.{key}: expected {{train: n, val: n}} with n >= 1, got {out[key]}")
+    if not 0.0 <= float(out["blank_top"]) < 0.5:
+        raise ConfigError(f"{where}.blank_top: expected a fraction in [0, 0.5), got {out['blank_top']}")
+    return out
+
+
+# ---------------------------------------------------------------- patches from recomposed karyograms
+
+def patient_cells(manifest: pd.DataFrame, split_csv: Path, where: str) -> dict[str, list[np.ndarray]]:
+    """Row indices of the crops of each cell, per split (train/val) of the patients in `split_csv`; cells of test
+    patients and of patients absent from the split file are left out."""
+    for col in ("group_id", "cell_id"):
+        if col not in manifest.columns or (manifest[col].astype(str) == "").all():
+            raise ConfigError(f"{where}: the crop manifest has no '{col}' column; recomposing karyograms needs the "
+                              f"patient and the cell of every crop (or set train.<run>.arch.pretrained to a file)")
+    if not split_csv.is_file():
+        raise FileNotFoundError(f"{split_csv}: the karyograms' split is missing; run `dvc repro split@{split_csv.stem}`")
+    table = pd.read_csv(split_csv, dtype={"group_id": str}, keep_default_na=False)
+    split_of = dict(zip(table["group_id"].astype(str), table["split"]))
+    split = manifest["group_id"].astype(str).map(split_of).fillna("none")
+    out: dict[str, list[np.ndarray]] = {}
+    for s in SPLITS:
+        rows = manifest.assign(_row=np.arange(len(manifest)))[split.to_numpy() == s]
+        out[s] = [g["_row"].to_numpy() for _, g in rows.groupby("cell_id", sort=True)]
+        if not out[s]:
+            raise ConfigError(f"{where}: no crops of {s}-split patients of {split_csv}")
+    return out
+
+
+_STATE: dict[str, Any] = {}  # images, labels, cells, cfg: set before the worker pool forks
+
+
+def recompose(split: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Karyogram `i` of `split`: its slot patches (24 × P × P, uint8 model input, inverted if so configured) and
+    their multi-hot labels (24 × 5). Seeded by (seed, split, i) alone, so any worker count gives the same data."""
+    images, labels, cells, cfg = _STATE["images"], _STATE["labels"], _STATE["cells"][split], _STATE["cfg"]
+    rng = np.random.default_rng([int(cfg["seed"]), SPLITS.index(split), i])
+    rows = list(cells[rng.integers(len(cells))])
+    for _ in range(int(rng.integers(0, int(cfg["max_changes"]) + 1))):
+        if rng.uniform() < 0.5:  # gain: a chromosome of another cell of the same split
+            other = cells[rng.integers(len(cells))]
+            rows.append(other[rng.integers(len(other))])
+        else:
+            rows.pop(int(rng.integers(len(rows))))
+    labs = [labels[r] for r in rows]
+    W, H = (int(v) for v in cfg["karyogram_size"])
+    kg, boxes = compose_karyogram([np.asarray(images[r]) for r in rows], labs, (W, H), title=cfg["title"] or None,
+                                  orient=True, return_boxes=True)
+    kg[: int(round(float(cfg["blank_top"]) * H))] = 255
+    size, patch, r = int(cfg["input_size"]), int(cfg["patch"]), int(cfg["resize"])
+    kg = cv2.resize(cv2.resize(kg, (r, r), interpolation=cv2.INTER_AREA), (size, size), interpolation=cv2.INTER_AREA)
+    half = patch // 2
+    canvas = np.full((size + 2 * patch, size + 2 * patch), 255, np.uint8)
+    canvas[patch:patch + size, patch:patch + size] = kg
+    centres = [(b.centre[0] * size / W, b.centre[1] * size / H) for b in boxes]
+    out_x = np.empty((len(boxes), patch, patch), np.uint8)
+    out_y = np.zeros((len(boxes), len(PATCH_LABELS)), np.uint8)
+    radius = float(cfg["label_radius"]) * patch
+    for k, (cx, cy) in enumerate(centres):
+        cx, cy = cx + rng.uniform(-cfg["jitter"], cfg["jitter"]), cy + rng.uniform(-cfg["jitter"], cfg["jitter"])
+        x0, y0 = int(round(cx)) - half + patch, int(round(cy)) - half + patch
+        out_x[k] = canvas[y0:y0 + patch, x0:x0 + patch]
+        for b, (sx, sy) in zip(boxes, centres):
+            if max(abs(sx - cx), abs(sy - cy)) <= radius:
+                out_y[k] |= slot_labels(b.slot, b.count)
+    if cfg["invert"]:
+        out_x = 255 - out_x
+    return out_x, out_y
+
+
+def slot_labels(slot: str, count: int) -> np.ndarray:
+    """Multi-hot :data:`PATCH_LABELS` of one slot holding `count` chromosomes (abnormal ones of its origin included).
+
+    Autosomes: any count but 2. The sex slots get their own labels, because 1 X or a Y is normal in a male: with
+    "X: 1 copy" and "Y: present" the pooled features can tell 45,X (X alone) and 47,XXY (two X and a Y) from 46,XY
+    and 46,XX, which are in different rows of the karyogram, too far apart for one slot window."""
+    y = np.zeros(len(PATCH_LABELS), np.uint8)
+    if slot == "X":
+        y[4], y[5] = count <= 1, count >= 3
+    elif slot == "Y":
+        y[6] = count >= 1
+    elif count != 2:
+        y[{0: 0, 1: 1, 3: 2}.get(count, 3)] = 1
+    return y
+
+
+def _recompose_many(args: tuple[str, list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    split, idx = args
+    return [recompose(split, i) for i in idx]
+
+
+def make_patches(images: np.ndarray, labels: list[str], cells: dict[str, list[np.ndarray]], cfg: dict[str, Any],
+                 split: str) -> tuple[np.ndarray, np.ndarray]:
+    """All slot patches of ``cfg['karyograms'][split]`` recomposed karyograms of `split` (see :func:`recompose`)."""
+    _STATE.update(images=images, labels=labels, cells=cells, cfg=cfg)
+    n, workers = int(cfg["karyograms"][split]), max(1, int(cfg["workers"]))
+    chunks = [list(range(a, min(n, a + 25))) for a in range(0, n, 25)]
+    bar = tqdm(total=n, desc=f"recompose {split}", unit="karyogram", leave=False)
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for c in chunks:
+            results += _recompose_many((split, c))
+            bar.update(len(c))
+    else:  # fork: the workers inherit _STATE (the crop cache is a memory map)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
+            for c, res in zip(chunks, ex.map(_recompose_many, [(split, c) for c in chunks])):
+                results += res
+                bar.update(len(c))
+    bar.close()
+    return np.concatenate([x for x, _ in results]), np.concatenate([y for _, y in results])
+
+
+def balanced_subset(y: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Indices of every patch with a label and as many without (seeded), shuffled, at most `cap`."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y.any(1)), np.flatnonzero(~y.any(1))
+    neg = rng.choice(neg, min(len(neg), max(len(pos), 1)), replace=False)
+    return rng.permutation(np.concatenate([pos, neg]))[:cap]
+
+
+# ---------------------------------------------------------------- the base and its training
+
+def _vgg16_bn(in_chans: int):
+    import timm
+
+    net = timm.create_model("vgg16_bn", pretrained=False, in_chans=in_chans, num_classes=0, mlp_ratio=1 / 4096)
+    return net, net.features, None, 512
+
+
+@torch.no_grad()
+def fold_vgg16_bn(bn_net: nn.Module, in_chans: int) -> dict[str, torch.Tensor]:
+    """A plain timm ``vgg16`` state dict computing what `bn_net` (timm ``vgg16_bn``) computes in inference mode:
+    each batch norm folded into the convolution before it (w·γ/σ, (b−μ)·γ/σ + β)."""
+    plain, *_ = _vgg16(in_chans)
+    convs = [m for m in bn_net.features if isinstance(m, nn.Conv2d)]
+    norms = [m for m in bn_net.features if isinstance(m, nn.BatchNorm2d)]
+    targets = [i for i, m in enumerate(plain.features) if isinstance(m, nn.Conv2d)]
+    if not len(convs) == len(norms) == len(targets) == 13:
+        raise RuntimeError("vgg16_bn → vgg16: expected 13 convolutions, each followed by a batch norm")
+    state = plain.state_dict()
+    for conv, bn, i in zip(convs, norms, targets):
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        state[f"features.{i}.weight"] = conv.weight * scale.view(-1, 1, 1, 1)
+        state[f"features.{i}.bias"] = (conv.bias - bn.running_mean) * scale + bn.bias
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+class BaseClassifier(nn.Module):
+    """Normalisation → timm base → global average pooling → linear (one logit per patch label).
+
+    The normalisation is the one ``thesis_transfer`` applies to loaded weights (the network's ImageNet mean/std,
+    averaged over channels for grey input), so the base sees the same input scale in both. VGG16 has no batch norm
+    and trains poorly from scratch in one short epoch; it is trained as ``vgg16_bn`` and saved folded."""
+
+    def __init__(self, backbone: str, in_chans: int, num_outputs: int):
+        super().__init__()
+        self.backbone, self.in_chans = backbone, in_chans
+        net, _, _, features = (_vgg16_bn if backbone == "vgg16" else _inception_v3)(in_chans)
+        m, s = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]
+        if in_chans != len(m):
+            m, s = (sum(m) / len(m),) * in_chans, (sum(s) / len(s),) * in_chans
+        self.normalize = Normalize(m, s)
+        self.net = net
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(features, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.net.forward_features(self.normalize(x))).flatten(1))
+
+    def base_state(self) -> dict[str, torch.Tensor]:
+        """The trained base as a state dict of the network ``thesis_transfer`` builds (timm vgg16 / inception_v3)."""
+        if self.backbone == "vgg16":
+            return fold_vgg16_bn(self.net, self.in_chans)
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0).unsqueeze(1)
+
+
+@torch.no_grad()
+def patch_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    """Per-label accuracy (logit > 0 vs label) and the share of patches with every label right."""
+    model.eval()
+    pred = torch.cat([model(_tensor(x[i:i + batch_size])) > 0 for i in range(0, len(x), batch_size)]).numpy()
+    hit = pred == y.astype(bool)
+    out = {lab: round(float(hit[:, j].mean()), 6) for j, lab in enumerate(PATCH_LABELS)}
+    out["all labels"] = round(float(hit.all(1).mean()), 6)
+    return out
+
+
+def train_base(model: nn.Module, x: np.ndarray, y: np.ndarray, fit_cfg: dict[str, Any]) -> list[float]:
+    """Adam with a one-cycle schedule on BCE; returns the mean training loss of each epoch."""
+    torch.manual_seed(int(fit_cfg["seed"]))
+    bs, epochs = int(fit_cfg["batch_size"]), int(fit_cfg["epochs"])
+    steps = max(1, len(x) // bs)
+    opt = torch.optim.Adam(model.parameters(), lr=float(fit_cfg["lr"]))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(fit_cfg["lr"]), total_steps=epochs * steps,
+                                                pct_start=float(fit_cfg["pct_start"]))
+    loss_fn = nn.BCEWithLogitsLoss()
+    yt = torch.from_numpy(y.astype(np.float32))
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        perm, total = torch.randperm(len(x)), 0.0
+        bar = tqdm(range(steps), desc=f"base epoch {epoch + 1}/{epochs}", leave=False)
+        for k in bar:
+            idx = perm[k * bs:(k + 1) * bs].numpy()
+            loss = loss_fn(model(_tensor(x[idx])), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{total / (k + 1):.4f}")
+        history.append(round(total / steps, 6))
+        log.info("base epoch %d/%d: training loss %.4f", epoch + 1, epochs, history[-1])
+    return history
+
+
+def pretrain_base(name: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_dir: str | Path = "models/bases",
+                  metrics_dir: str | Path = "metrics/bases") -> dict[str, Any]:
+    cfg = resolve_pretrain_config(name, cfg)
+    where = f"pretrain_base.{name}"
+    seed_everything(int(cfg["fit"]["seed"]))
+    data_dir = Path(data_dir)
+    manifest, images = load_ingested(data_dir / "ingested" / cfg["crops"])
+    if images.ndim != 3:
+        raise ConfigError(f"{where}: {data_dir / 'ingested' / cfg['crops']} holds colour images; karyograms are grey "
+                          f"(ingest the crops with mode: L)")
+    cells = patient_cells(manifest, data_dir / "splits" / f"{cfg['patients_from']}.csv", where)
+    labels = manifest["label"].astype(str).tolist()
+    bad = sorted({lab for lab in labels if _origin_or_none(lab) is None})
+    if bad:
+        raise ConfigError(f"{where}: crop labels {bad[:5]} are not chromosomes (1..22, X, Y or an abnormal type)")
+    t0 = time.time()
+    data = {}
+    for s in SPLITS:
+        x, y = make_patches(images, labels, cells, cfg, s)
+        idx = balanced_subset(y, int(cfg["max_patches"][s]), int(cfg["seed"]) + SPLITS.index(s))
+        data[s] = (x[idx], y[idx])
+        log.info("%s: %s: %d karyograms recomposed from %d cells → %d slot patches, %d kept (balanced; per label %s)",
+                 where, s, cfg["karyograms"][s], len(cells[s]), len(x), len(idx), data[s][1].sum(0).tolist())
+    t1 = time.time()
+    model = BaseClassifier(cfg["backbone"], 1, len(PATCH_LABELS))
+    history = train_base(model, *data["train"], cfg["fit"])
+    t2 = time.time()
+    acc = patch_accuracy(model, *data["val"])
+    log.info("%s: validation-patient patch accuracy %s (patches %.0f s, training %.0f s)", where, acc, t1 - t0, t2 - t1)
+    run_dir = Path(out_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.base_state(), run_dir / "weights.pth")
+    write_yaml({"name": name, **cfg}, run_dir / "args.yaml")
+    info = {"backbone": cfg["backbone"], "labels": list(PATCH_LABELS),
+            "cells": {s: len(c) for s, c in cells.items()},
+            "patches": {s: len(d[0]) for s, d in data.items()},
+            "positives": {s: d[1].sum(0).astype(int).tolist() for s, d in data.items()},
+            "train_loss": history, "val_patch_accuracy": acc}
+    (run_dir / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
+    Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+    (Path(metrics_dir) / f"{name}.json").write_text(json.dumps(
+        {"val_patch_accuracy": acc, "train_loss_last": history[-1], "patches": info["patches"],
+         "cells": info["cells"]}, indent=2) + "\n")
+    return info
+
+
+def _origin_or_none(label: str) -> str | None:
+    try:
+        return origin_of(label)
+    except (KeyError, ValueError):
+        return None
