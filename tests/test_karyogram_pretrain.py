@@ -58,7 +58,8 @@ def crop_dataset(root, patients=None):
 def small_cfg(**kw):
     cfg = {"backbone": "vgg16", "input_size": 64, "patch": 32, "crops": "crops", "patients_from": "kg",
            "karyogram_size": [320, 240], "resize": 128, "karyograms": {"train": 6, "val": 3},
-           "max_patches": {"train": 64, "val": 32}, "fit": {"epochs": 1, "batch_size": 16}, "workers": 1}
+           "max_patches": {"train": 64, "val": 32}, "fit": {"epochs": 1, "batch_size": 16, "device": "cpu"},
+           "workers": 1}
     return {**cfg, **kw}
 
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from genediag.config import ConfigError, check_keys, seed_everything, write_yaml
+from genediag.config import ConfigError, check_keys, seed_everything, select_device, write_yaml
 from genediag.data.ingest import load_ingested
 from genediag.models.thesis_transfer import BACKBONES, MIN_INPUT, _inception_v3, _vgg16
 from genediag.models.timm_models import Normalize
@@ -76,7 +76,7 @@ def resolve_pretrain_config(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     out = {**DEFAULTS, **cfg}
     if out["backbone"] not in BACKBONES:
         raise ConfigError(f"{where}.backbone: '{out['backbone']}' is not one of {list(BACKBONES)}")
-    check_keys(out.get("fit") or {}, set(FIT_DEFAULTS), f"{where}.fit")
+    check_keys(out.get("fit") or {}, set(FIT_DEFAULTS) | {"device"}, f"{where}.fit")  # device: auto if unset
     out["fit"] = {**FIT_DEFAULTS, **(out.get("fit") or {})}
     size, patch = int(out["input_size"]), int(out["patch"])
     if patch < MIN_INPUT[out["backbone"]]:
@@ -262,15 +262,22 @@ class BaseClassifier(nn.Module):
         return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
 
-def _tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0).unsqueeze(1)
+def _tensor(x: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0).unsqueeze(1)
+    return t if device is None else t.to(device, non_blocking=True)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
 def patch_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
     """Per-label accuracy (logit > 0 vs label) and the share of patches with every label right."""
     model.eval()
-    pred = torch.cat([model(_tensor(x[i:i + batch_size])) > 0 for i in range(0, len(x), batch_size)]).numpy()
+    dev = _device(model)
+    pred = torch.cat([(model(_tensor(x[i:i + batch_size], dev)) > 0).cpu()
+                      for i in range(0, len(x), batch_size)]).numpy()
     hit = pred == y.astype(bool)
     out = {lab: round(float(hit[:, j].mean()), 6) for j, lab in enumerate(PATCH_LABELS)}
     out["all labels"] = round(float(hit.all(1).mean()), 6)
@@ -278,8 +285,9 @@ def patch_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
 
 
 def train_base(model: nn.Module, x: np.ndarray, y: np.ndarray, fit_cfg: dict[str, Any]) -> list[float]:
-    """Adam with a one-cycle schedule on BCE; returns the mean training loss of each epoch."""
+    """Adam with a one-cycle schedule on BCE, on the model's device; returns the mean training loss per epoch."""
     torch.manual_seed(int(fit_cfg["seed"]))
+    dev = _device(model)
     bs, epochs = int(fit_cfg["batch_size"]), int(fit_cfg["epochs"])
     steps = max(1, len(x) // bs)
     opt = torch.optim.Adam(model.parameters(), lr=float(fit_cfg["lr"]))
@@ -294,7 +302,7 @@ def train_base(model: nn.Module, x: np.ndarray, y: np.ndarray, fit_cfg: dict[str
         bar = tqdm(range(steps), desc=f"base epoch {epoch + 1}/{epochs}", leave=False)
         for k in bar:
             idx = perm[k * bs:(k + 1) * bs].numpy()
-            loss = loss_fn(model(_tensor(x[idx])), yt[idx])
+            loss = loss_fn(model(_tensor(x[idx], dev)), yt[idx].to(dev))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -330,14 +338,16 @@ def pretrain_base(name: str, cfg: dict[str, Any], data_dir: str | Path = "data",
         log.info("%s: %s: %d karyograms recomposed from %d cells → %d slot patches, %d kept (balanced; per label %s)",
                  where, s, cfg["karyograms"][s], len(cells[s]), len(x), len(idx), data[s][1].sum(0).tolist())
     t1 = time.time()
-    model = BaseClassifier(cfg["backbone"], 1, len(PATCH_LABELS))
+    device = select_device(cfg["fit"].get("device", "auto"))
+    log.info("%s: training %s on %s", where, cfg["backbone"], device)
+    model = BaseClassifier(cfg["backbone"], 1, len(PATCH_LABELS)).to(device)
     history = train_base(model, *data["train"], cfg["fit"])
     t2 = time.time()
     acc = patch_accuracy(model, *data["val"])
     log.info("%s: validation-patient patch accuracy %s (patches %.0f s, training %.0f s)", where, acc, t1 - t0, t2 - t1)
     run_dir = Path(out_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.base_state(), run_dir / "weights.pth")
+    torch.save({k: v.cpu() for k, v in model.cpu().base_state().items()}, run_dir / "weights.pth")
     write_yaml({"name": name, **cfg}, run_dir / "args.yaml")
     info = {"backbone": cfg["backbone"], "labels": list(PATCH_LABELS),
             "cells": {s: len(c) for s, c in cells.items()},
