@@ -120,7 +120,8 @@ _STATE: dict[str, Any] = {}  # images, labels, cells, cfg: set before the worker
 
 def recompose(split: str, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Karyogram `i` of `split`: its slot patches (24 × P × P, uint8 model input, inverted if so configured) and
-    their multi-hot labels (24 × 5). Seeded by (seed, split, i) alone, so any worker count gives the same data."""
+    their multi-hot labels (24 × len(PATCH_LABELS)). Seeded by (seed, split, i) alone, so any worker count gives
+    the same data."""
     images, labels, cells, cfg = _STATE["images"], _STATE["labels"], _STATE["cells"][split], _STATE["cfg"]
     rng = np.random.default_rng([int(cfg["seed"]), SPLITS.index(split), i])
     rows = list(cells[rng.integers(len(cells))])
