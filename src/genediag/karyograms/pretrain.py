@@ -48,10 +48,10 @@ from tqdm import tqdm
 
 from genediag.config import ConfigError, check_keys, seed_everything, select_device, write_yaml
 from genediag.data.ingest import load_ingested
-from genediag.models.thesis_transfer import BACKBONES, MIN_INPUT, _inception_v3, _vgg16
+from genediag.models.thesis_transfer import BACKBONES, MIN_INPUT, _inception_v3, _vgg16, pretrained_mean_std
 from genediag.models.timm_models import Normalize
 from genediag.synthetic.karyogram import compose_karyogram
-from genediag.synthetic.karyotype import origin_of
+from genediag.synthetic.karyotype import ALL_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +245,7 @@ class BaseClassifier(nn.Module):
         super().__init__()
         self.backbone, self.in_chans = backbone, in_chans
         net, _, _, features = (_vgg16_bn if backbone == "vgg16" else _inception_v3)(in_chans)
-        m, s = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]
-        if in_chans != len(m):
-            m, s = (sum(m) / len(m),) * in_chans, (sum(s) / len(s),) * in_chans
-        self.normalize = Normalize(m, s)
+        self.normalize = Normalize(*pretrained_mean_std(net, in_chans))
         self.net = net
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(features, num_outputs)
@@ -327,7 +324,7 @@ def pretrain_base(name: str, cfg: dict[str, Any], data_dir: str | Path = "data",
                           f"(ingest the crops with mode: L)")
     cells = patient_cells(manifest, data_dir / "splits" / f"{cfg['patients_from']}.csv", where)
     labels = manifest["label"].astype(str).tolist()
-    bad = sorted({lab for lab in labels if _origin_or_none(lab) is None})
+    bad = sorted(set(labels) - set(ALL_LABELS))
     if bad:
         raise ConfigError(f"{where}: crop labels {bad[:5]} are not chromosomes (1..22, X, Y or an abnormal type)")
     t0 = time.time()
@@ -361,10 +358,3 @@ def pretrain_base(name: str, cfg: dict[str, Any], data_dir: str | Path = "data",
         {"val_patch_accuracy": acc, "train_loss_last": history[-1], "patches": info["patches"],
          "cells": info["cells"]}, indent=2) + "\n")
     return info
-
-
-def _origin_or_none(label: str) -> str | None:
-    try:
-        return origin_of(label)
-    except (KeyError, ValueError):
-        return None

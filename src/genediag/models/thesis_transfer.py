@@ -256,10 +256,16 @@ def _load_weights(net: nn.Module, backbone: str, pretrained: Any, in_chans: int)
                                      f"shape mismatch {shape[:5]}")
     body = {k: v for k, v in body.items() if not k.startswith("pre_logits.")}
     net.load_state_dict(body, strict=False)
+    log.info("%s: loaded %d pretrained tensors of the convolutional base", backbone, len(body))
+    return pretrained_mean_std(net, in_chans)
+
+
+def pretrained_mean_std(net: nn.Module, in_chans: int) -> tuple[tuple, tuple]:
+    """The input normalisation of `net`'s pretrained weights (timm ``pretrained_cfg``), averaged over the colour
+    channels when the input has another channel count (grey karyograms)."""
     m, s = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]
     if in_chans != len(m):
         m, s = (sum(m) / len(m),) * in_chans, (sum(s) / len(s),) * in_chans
-    log.info("%s: loaded %d pretrained tensors of the convolutional base", backbone, len(body))
     return tuple(m), tuple(s)
 
 
