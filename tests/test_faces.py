@@ -5,6 +5,7 @@ verification protocol, and a tiny end-to-end run (generate → ingest → detect
 import hashlib
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -299,8 +300,16 @@ def test_tiny_face_branch_end_to_end(tmp_path, monkeypatch):
                     {"kind": kind, "test": test, "val": 0.34, "trials": 20})
     fit = {"epochs": 1, "batch_size": 8, "device": "cpu", "early_stopping": {"patience": 0}}
     arch = {"name": "se_resnet64", "width": 2}
-    train_face_run("pre", {"dataset": "faces_identities", "model": "identity", "arch": {**arch, "head": "linear"},
-                           "fit": fit}, "pretrain")
+    pre = {"dataset": "faces_identities", "model": "identity", "arch": {**arch, "head": "linear"}, "fit": fit}
+    train_face_run("pre", pre, "pretrain")
+    # same config, same bytes: the run directory (a DVC output other stages depend on) holds no wall-clock time
+    first = {f.name: f.read_bytes() for f in Path("models/pre").iterdir()}
+    clock = time.perf_counter
+    monkeypatch.setattr(time, "perf_counter", lambda: 1000.0 + 3 * clock())   # a slower machine's wall clock
+    train_face_run("pre", pre, "pretrain")
+    monkeypatch.setattr(time, "perf_counter", clock)
+    assert {f.name: f.read_bytes() for f in Path("models/pre").iterdir()} == first
+    assert {"model.pt", "fit.json", "args.yaml"} <= set(first)
     fine = {"dataset": "faces_syndromes", "model": "crossloss", "init": "pre", "arch": {**arch, "head": "angular"},
             "fit": {**fit, "loss": {"name": "a_softmax", "margin": 4}},
             "augment": [{"name": "Affine", "rotate": [-5, 5], "translate_px": [-2, 2], "scale": [0.95, 1.05],
