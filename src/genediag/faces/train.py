@@ -148,7 +148,6 @@ def train_face_run(run: str, cfg: dict[str, Any], kind: str, data_root: str | Pa
                                "model_name": cfg["model"], "init": cfg["init"]})
         write_yaml({"run": run, "stage": kind, **cfg}, run_dir / "args.yaml")
         (run_dir / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
-        # wall time only in the log: a file of it would change the run directory's hash in dvc.lock on every repro
-        # (same commit, same hashes) and make the stages that depend on it re-run
-        log.info("%s: trained in %.1f s", run, result.seconds)
+        # no wall time in the run directory (fit logs it): it would change the directory's hash in dvc.lock on
+        # every repro and re-run the stages that depend on it
     return info

@@ -236,9 +236,8 @@ def train_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_
     info = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "items": {s: len(d) for s, d in ds.items()}, "classes": names}
-    # fit.json is part of a DVC output that other stages depend on: it holds no wall-clock time, so a
-    # deterministic retrain leaves it, and everything downstream, unchanged.
-    log.info("%s: trained in %.1f s", run, result.seconds)
+    # fit.json is part of a DVC output that other stages depend on: it holds no wall-clock time (fit logs it), so
+    # a deterministic retrain leaves it, and everything downstream, unchanged.
     if is_main_process():
         save_checkpoint(run_dir / "model.pt", model, cfg["arch"], names,
                         {"size": cfg["input_size"], "in_chans": in_chans, "invert": cfg["invert"]},

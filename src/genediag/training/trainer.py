@@ -366,7 +366,9 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any
         live.end()
     result = FitResult(best_epoch=stopper.best_epoch + 1, best_val_loss=stopper.best, epochs_run=len(history),
                        stopped_early=stopper.should_stop, seconds=time.perf_counter() - t0, history=history)
-    log.info("best epoch %d (val loss %.4f); %s", result.best_epoch, result.best_val_loss,
+    # wall time only here, in the log: callers keep it out of their DVC outputs (same commit, same hashes)
+    log.info("trained in %.1f s; best epoch %d (val loss %.4f); %s", result.seconds, result.best_epoch,
+             result.best_val_loss,
              "restored its weights" if cfg.get("restore_best", True) else f"kept the last epoch's ({len(history)})")
     return model, result
 
