@@ -164,30 +164,46 @@ def assign(log_probs: np.ndarray, hypothesis: Hypothesis, extra_penalty: float =
            missing_penalty: float = 8.0) -> Assignment:
     """Optimal crop-to-slot assignment of one cell (n×K log-probabilities) under one hypothesis.
 
-    Solved as the equivalent rectangular n×(m+n) problem (half the size of the square matrix drawn in the
-    module docstring, same optimum): every slot costs ``missing_penalty`` up front and filling it refunds that,
-    so crop i → slot j costs −ln P[i, c_j] − missing_penalty and crop i → its own "extra" column costs
-    ``extra_penalty``; the log-likelihood is minus (optimal cost + m·missing_penalty).
+    Solved as an equivalent rectangular problem with the same optimum as the square matrix drawn in the module
+    docstring. In general n×(m+n): every slot costs ``missing_penalty`` up front and filling it refunds that, so
+    crop i → slot j costs −ln P[i, c_j] − missing_penalty and crop i → an "extra" column costs
+    ``extra_penalty``; the log-likelihood is minus (optimal cost + m·missing_penalty). When every −ln P of the
+    cell is below ``extra_penalty + missing_penalty`` (always, with the defaults: −ln min_prob = 13.8 < 16) an
+    optimum never has an extra crop and a missing slot at once (moving the crop into the slot is cheaper), so it
+    has exactly max(0, n−m) extras and max(0, m−n) missing slots and the problem shrinks to n×max(m, n).
     """
-    return _assign_neg(-np.asarray(log_probs, dtype=np.float64), hypothesis, extra_penalty, missing_penalty)
+    neg = -np.asarray(log_probs, dtype=np.float64)
+    return _assign_neg(neg, hypothesis, extra_penalty, missing_penalty, _compact_ok(neg, extra_penalty,
+                                                                                    missing_penalty))
 
 
-def _assign_neg(neg_log_probs: np.ndarray, hypothesis: Hypothesis, extra_penalty: float,
-                missing_penalty: float) -> Assignment:
+def _compact_ok(neg_log_probs: np.ndarray, extra_penalty: float, missing_penalty: float) -> bool:
+    return not neg_log_probs.size or float(neg_log_probs.max()) < extra_penalty + missing_penalty
+
+
+def _assign_neg(neg_log_probs: np.ndarray, hypothesis: Hypothesis, extra_penalty: float, missing_penalty: float,
+                compact: bool) -> Assignment:
     """:func:`assign` on −ln P computed once per cell (not once per hypothesis)."""
     n, slots = len(neg_log_probs), hypothesis.slots
     m = len(slots)
-    cost = np.empty((n, m + n))
-    cost[:, :m] = neg_log_probs[:, slots]
-    cost[:, :m] -= missing_penalty
-    cost[:, m:] = extra_penalty
+    if compact:  # exactly max(0, n−m) extra crops and max(0, m−n) missing slots
+        cost = np.empty((n, max(m, n)))
+        cost[:, :m] = neg_log_probs[:, slots]
+        cost[:, m:] = extra_penalty
+        constant = max(0, m - n) * missing_penalty
+    else:
+        cost = np.empty((n, m + n))
+        cost[:, :m] = neg_log_probs[:, slots]
+        cost[:, :m] -= missing_penalty
+        cost[:, m:] = extra_penalty
+        constant = m * missing_penalty
     rows, cols = linear_sum_assignment(cost)
     crop_class = np.full(n, EXTRA, dtype=np.int64)
     to_slot = cols < m
     crop_class[rows[to_slot]] = slots[cols[to_slot]]
     filled = np.zeros(m, dtype=bool)
     filled[cols[to_slot]] = True
-    log_likelihood = -(float(cost[rows, cols].sum()) + m * missing_penalty)
+    log_likelihood = -(float(cost[rows, cols].sum()) + constant)
     return Assignment(hypothesis, log_likelihood, crop_class, [int(s) for s in slots[~filled]])
 
 
@@ -273,7 +289,8 @@ def karyotype_cell(probs: np.ndarray, hypotheses: Sequence[Hypothesis], min_prob
     k = max(int(h.slots.max()) for h in hypotheses if len(h.slots)) + 1
     if neg_lp.shape[1] < k:
         raise ValueError(f"probabilities have {neg_lp.shape[1]} classes but the hypotheses need {k}")
-    results = [_assign_neg(neg_lp, h, extra_penalty, missing_penalty) for h in hypotheses]
+    compact = _compact_ok(neg_lp, extra_penalty, missing_penalty)
+    results = [_assign_neg(neg_lp, h, extra_penalty, missing_penalty, compact) for h in hypotheses]
     order = sorted(range(len(results)), key=lambda i: (-results[i].score, i))
     return CellCall([results[i] for i in order], nofit_threshold)
 
