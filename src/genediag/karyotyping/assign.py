@@ -162,28 +162,73 @@ def log_probabilities(probs: np.ndarray, min_prob: float = 1e-6) -> np.ndarray:
 
 def assign(log_probs: np.ndarray, hypothesis: Hypothesis, extra_penalty: float = 8.0,
            missing_penalty: float = 8.0) -> Assignment:
-    """Optimal crop-to-slot assignment of one cell (n×K log-probabilities) under one hypothesis."""
-    n, slots = len(log_probs), hypothesis.slots
+    """Optimal crop-to-slot assignment of one cell (n×K log-probabilities) under one hypothesis.
+
+    Solved as an equivalent rectangular problem with the same optimum as the square matrix drawn in the module
+    docstring. In general n×(m+n): every slot costs ``missing_penalty`` up front and filling it refunds that, so
+    crop i → slot j costs −ln P[i, c_j] − missing_penalty and crop i → an "extra" column costs
+    ``extra_penalty``; the log-likelihood is minus (optimal cost + m·missing_penalty). When every −ln P of the
+    cell is below ``extra_penalty + missing_penalty`` (always, with the defaults: −ln min_prob = 13.8 < 16) an
+    optimum never has an extra crop and a missing slot at once (moving the crop into the slot is cheaper), so it
+    has exactly max(0, n−m) extras and max(0, m−n) missing slots and the problem shrinks to n×max(m, n).
+    """
+    neg = -np.asarray(log_probs, dtype=np.float64)
+    return _assign_neg(neg, hypothesis, extra_penalty, missing_penalty, _compact_ok(neg, extra_penalty,
+                                                                                    missing_penalty))
+
+
+def _compact_ok(neg_log_probs: np.ndarray, extra_penalty: float, missing_penalty: float) -> bool:
+    return not neg_log_probs.size or float(neg_log_probs.max()) < extra_penalty + missing_penalty
+
+
+def _assign_neg(neg_log_probs: np.ndarray, hypothesis: Hypothesis, extra_penalty: float, missing_penalty: float,
+                compact: bool) -> Assignment:
+    """:func:`assign` on −ln P computed once per cell (not once per hypothesis)."""
+    n, slots = len(neg_log_probs), hypothesis.slots
     m = len(slots)
-    cost = np.zeros((n + m, m + n))
-    cost[:n, :m] = -log_probs[:, slots]
-    cost[:n, m:] = extra_penalty
-    cost[n:, :m] = missing_penalty
+    if compact:  # exactly max(0, n−m) extra crops and max(0, m−n) missing slots
+        cost = np.empty((n, max(m, n)))
+        cost[:, :m] = neg_log_probs[:, slots]
+        cost[:, m:] = extra_penalty
+        constant = max(0, m - n) * missing_penalty
+    else:
+        cost = np.empty((n, m + n))
+        cost[:, :m] = neg_log_probs[:, slots]
+        cost[:, :m] -= missing_penalty
+        cost[:, m:] = extra_penalty
+        constant = m * missing_penalty
     rows, cols = linear_sum_assignment(cost)
     crop_class = np.full(n, EXTRA, dtype=np.int64)
+    to_slot = cols < m
+    crop_class[rows[to_slot]] = slots[cols[to_slot]]
     filled = np.zeros(m, dtype=bool)
-    for r, c in zip(rows, cols):
-        if r < n and c < m:
-            crop_class[r] = slots[c]
-            filled[c] = True
-    return Assignment(hypothesis, -float(cost[rows, cols].sum()), crop_class, [int(s) for s in slots[~filled]])
+    filled[cols[to_slot]] = True
+    log_likelihood = -(float(cost[rows, cols].sum()) + constant)
+    return Assignment(hypothesis, log_likelihood, crop_class, [int(s) for s in slots[~filled]])
+
+
+def mean_log_likelihood(assignment: Assignment) -> float:
+    """Per-crop fit of an assignment: its log-likelihood (penalties included, prior not) / the number of crops.
+
+    Dividing by the crop count makes cells of any size comparable (a 47-crop cell is not penalised for one more
+    crop's −ln P); this is the score :func:`genediag.karyotyping.calls.fit_nofit_threshold` thresholds.
+    """
+    n = len(assignment.crop_class)
+    return assignment.log_likelihood / n if n else 0.0
 
 
 @dataclass
 class CellCall:
-    """A cell's karyotype call: every hypothesis' assignment, best first."""
+    """A cell's karyotype call: every hypothesis' assignment, best first.
+
+    With a ``nofit_threshold`` (see :func:`genediag.karyotyping.calls.fit_nofit_threshold`) a cell whose best
+    assignment's per-crop log-likelihood falls below it does not fit any hypothesis: ``fits`` is False, the cell is
+    **referred** (to a cytogeneticist), ``reason`` says why, and ``karyotype`` is kept for the record only (the
+    metrics count a referred cell as not called). Without a threshold every cell fits.
+    """
 
     ranked: list[Assignment]
+    nofit_threshold: float | None = None
 
     @property
     def best(self) -> Assignment:
@@ -202,6 +247,28 @@ class CellCall:
         """Score of the best minus the runner-up hypothesis (nats); inf with one hypothesis."""
         return self.best.score - self.runner_up.score if self.runner_up else math.inf
 
+    @property
+    def per_crop_log_likelihood(self) -> float:
+        """:func:`mean_log_likelihood` of the best (called) assignment."""
+        return mean_log_likelihood(self.best)
+
+    @property
+    def fits(self) -> bool:
+        """False when the best assignment's per-crop log-likelihood is below ``nofit_threshold``."""
+        return self.nofit_threshold is None or not self.per_crop_log_likelihood < self.nofit_threshold
+
+    @property
+    def referred(self) -> bool:
+        return not self.fits
+
+    @property
+    def reason(self) -> str:
+        """Empty when the cell fits, else "no hypothesis fits (per-crop log-likelihood x < threshold t)"."""
+        if self.fits:
+            return ""
+        return (f"no hypothesis fits (per-crop log-likelihood {self.per_crop_log_likelihood:.4g} "
+                f"< threshold {self.nofit_threshold:.4g})")
+
     def final_labels(self, probs: np.ndarray, class_names: Sequence[str]) -> list[str]:
         """Per crop: the class of its slot; an extra crop keeps the model's top class."""
         top = np.asarray(probs).argmax(1)
@@ -209,17 +276,23 @@ class CellCall:
 
 
 def karyotype_cell(probs: np.ndarray, hypotheses: Sequence[Hypothesis], min_prob: float = 1e-6,
-                   extra_penalty: float = 8.0, missing_penalty: float = 8.0) -> CellCall:
-    """Assign one cell's crops under every hypothesis and rank them by score (stable: ties keep list order)."""
+                   extra_penalty: float = 8.0, missing_penalty: float = 8.0,
+                   nofit_threshold: float | None = None) -> CellCall:
+    """Assign one cell's crops under every hypothesis and rank them by score (stable: ties keep list order).
+
+    The log-probability matrix is computed once per cell; each hypothesis only gathers its slot columns.
+    ``nofit_threshold``: per-crop log-likelihood below which the cell is referred (:class:`CellCall`).
+    """
     if not hypotheses:
         raise ValueError("karyotype_cell: no hypotheses")
-    lp = log_probabilities(probs, min_prob)
+    neg_lp = -log_probabilities(probs, min_prob)
     k = max(int(h.slots.max()) for h in hypotheses if len(h.slots)) + 1
-    if lp.shape[1] < k:
-        raise ValueError(f"probabilities have {lp.shape[1]} classes but the hypotheses need {k}")
-    results = [assign(lp, h, extra_penalty, missing_penalty) for h in hypotheses]
+    if neg_lp.shape[1] < k:
+        raise ValueError(f"probabilities have {neg_lp.shape[1]} classes but the hypotheses need {k}")
+    compact = _compact_ok(neg_lp, extra_penalty, missing_penalty)
+    results = [_assign_neg(neg_lp, h, extra_penalty, missing_penalty, compact) for h in hypotheses]
     order = sorted(range(len(results)), key=lambda i: (-results[i].score, i))
-    return CellCall([results[i] for i in order])
+    return CellCall([results[i] for i in order], nofit_threshold)
 
 
 def label_counts(labels: Sequence[str]) -> dict[str, int]:
