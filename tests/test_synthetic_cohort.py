@@ -21,18 +21,22 @@ from genediag.synthetic.cohort import (
     KARYOGRAM_COLUMNS,
     generate_cohort,
     merge_cohort_params,
+    patient_kind,
     patient_plan,
 )
 from genediag.synthetic.karyogram import compose_karyogram
 from genediag.synthetic.karyotype import (
     ABNORMAL_TYPES,
     ABNORMALITIES,
+    ABNORMALITY_IDS,
+    DEFAULT_ABNORMALITIES,
     band_sequence,
     band_span,
     chromosome_segments,
     make_karyotype,
     segments_centromere,
     segments_length,
+    sex_for,
 )
 from genediag.synthetic.render import DEFAULT_RENDER_PARAMS, merge_render_params, render_chromosome
 
@@ -172,6 +176,13 @@ ISCN_EXPECTED = {
     ("t(9;22)(q34;q11.2)", "XX"): "46,XX,t(9;22)(q34;q11.2)",
     ("inv(9)(p12q13)", "XY"): "46,XY,inv(9)(p12q13)",
     ("i(X)(q10)", "XY"): "46,X,i(X)(q10)",
+    ("XXX", "XY"): "47,XXX",
+    ("XXX", "XX"): "47,XXX",
+    ("XYY", "XX"): "47,XYY",
+    ("XYY", "XY"): "47,XYY",
+    ("-21", "XX"): "45,XX,-21",
+    ("-21", "XY"): "45,XY,-21",
+    ("-22", "XY"): "45,XY,-22",
 }
 
 
@@ -193,6 +204,22 @@ def test_karyotype_contents():
     assert ixq.count("X") == 1 and ixq.count("iXq") == 1 and "Y" not in ixq
     with pytest.raises(ValueError, match="abnormality"):
         make_karyotype("+7", "XX")
+
+
+def test_new_numerical_karyotypes():
+    """47,XXX, 47,XYY and the autosomal monosomies: added after the 12 cohort abnormalities, all numerical."""
+    assert ABNORMALITIES[:12] == DEFAULT_ABNORMALITIES and ABNORMALITIES[12:] == ["XXX", "XYY", "-21", "-22"]
+    assert set(ABNORMALITY_IDS) == set(ABNORMALITIES)
+    assert merge_cohort_params({})["abnormalities"] == DEFAULT_ABNORMALITIES  # the default cohort is unchanged
+    for abn, sex, counts in (("XXX", "XY", {"X": 3, "Y": 0}), ("XYY", "XX", {"X": 1, "Y": 2}),
+                             ("-21", "XX", {"21": 1, "X": 2, "22": 2}), ("-22", "XY", {"22": 1, "21": 2, "Y": 1})):
+        k = make_karyotype(abn, sex)
+        assert {lab: k.labels.count(lab) for lab in counts} == counts, abn
+        assert all(k.labels.count(c) == 2 for c in CHROMOSOMES[:22] if c not in counts), abn
+        assert not any(c.is_abnormal for c in k.chromosomes) and k.is_abnormal
+        assert patient_kind(abn) == "numerical"
+        assert k.sex == sex_for(abn, sex) and k.sex in k.iscn
+    assert sex_for("XXX", "XY") == "XXX" and sex_for("XYY", "XX") == "XYY" and sex_for("-21", "XY") == "XY"
 
 
 # ------------------------------------------------------------------------------------------------

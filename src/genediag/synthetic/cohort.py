@@ -13,7 +13,7 @@ Layout written under ``out_dir``::
     karyograms/manifest.csv    path,label,group_id,cell_id,karyotype   (label: normal/abnormal)
 
 ``cells_per_patient`` is one number or a mapping ``{normal: n, numerical: n, structural: n}`` by patient kind
-(numerical: +21, +18, +13, -X, XXY; structural: the karyotypes with an abnormal chromosome, whose 8 crop types
+(numerical: +21, +18, +13, -X, XXY, XXX, XYY, -21, -22; structural: the karyotypes with an abnormal chromosome, whose 8 crop types
 are rare otherwise; a lab reads ~20 metaphases per patient). Only the first ``karyograms_per_patient`` cells of
 each patient get a karyogram, so more cells for the crop tasks leave the karyogram dataset unchanged; cell c of
 patient p keeps its seed whatever the counts, so existing cells render identically.
@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from genediag.synthetic.karyogram import compose_karyogram
-from genediag.synthetic.karyotype import ABNORMALITIES, ALL_LABELS, make_karyotype
+from genediag.synthetic.karyotype import ABNORMALITIES, ALL_LABELS, DEFAULT_ABNORMALITIES, make_karyotype
 from genediag.synthetic.render import merge_render_params, render_chromosome
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_COHORT_PARAMS: dict[str, Any] = {
     "seed": 0,
     "normal_patients": 48,
-    "abnormalities": list(ABNORMALITIES),  # karyotype abnormalities, each given to N patients
+    "abnormalities": list(DEFAULT_ABNORMALITIES),  # karyotype abnormalities, each given to N patients
     "patients_per_abnormality": 3,
     "cells_per_patient": 2,  # an int, or {normal: n, numerical: n, structural: n} by patient kind
     "karyograms_per_patient": 2,  # karyograms are composed for the first N cells of each patient only
