@@ -261,6 +261,56 @@ def test_cohort_is_deterministic_for_any_worker_count(tmp_path):
         S.resolve_config({"colour": 1})
 
 
+def _digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_synthetic_test_only_subjects_and_people(tmp_path):
+    """Extra test-only people: their own ids, streams and split "test"; every other byte unchanged."""
+    cfg = {"syndromes": {"subjects_per_class": 3, "photos_per_subject": 1, "no_face_photos": 1},
+           "identities": {"people": 4, "photos_per_person": 2}, "workers": 1}
+    S.generate_face_cohort(tmp_path / "main", cfg)
+    s_syn = S.generate_face_cohort(tmp_path / "syn", {**cfg, "syndromes": {**cfg["syndromes"],
+                                                                         "test_subjects_per_class": 1}})
+    s_ids = S.generate_face_cohort(tmp_path / "ids", {**cfg, "identities": {**cfg["identities"], "test_people": 2}})
+    main = _digest(tmp_path / "main")
+    for run, ds, other in (("syn", "syndromes", "identities"), ("ids", "identities", "syndromes")):
+        new = _digest(tmp_path / run)
+        assert {k: v for k, v in new.items() if k.startswith(other)} == \
+            {k: v for k, v in main.items() if k.startswith(other)}  # the other dataset: byte for byte
+        for rel, h in main.items():  # every photo of the main cohort is unchanged
+            if rel.endswith(".jpg"):
+                assert new[rel] == h, rel
+        old = pd.read_csv(tmp_path / "main" / ds / "manifest.csv", keep_default_na=False)
+        man = pd.read_csv(tmp_path / run / ds / "manifest.csv", keep_default_na=False)
+        assert list(man.columns) == list(old.columns) + ["split"]
+        assert man.iloc[: len(old)].drop(columns="split").equals(old)  # same rows, same order, split ""
+        assert set(man["split"].iloc[: len(old)]) == {""}
+        test = man.iloc[len(old):]
+        assert set(test["split"]) == {"test"} and test["group_id"].str.startswith("t").all()
+        assert not set(test["group_id"]) & set(old["group_id"])
+        assert all((tmp_path / run / ds / p).is_file() for p in test["path"])
+        truth = pd.read_csv(tmp_path / run / ds / "truth.csv", keep_default_na=False)
+        assert truth["split"].tolist() == man["split"].tolist()
+    syn = pd.read_csv(tmp_path / "syn" / "syndromes" / "manifest.csv", keep_default_na=False)
+    test = syn[syn["split"] == "test"]
+    assert sorted(test["label"]) == sorted(S.CLASSES) and (test["no_face"] == 0).all()  # one per class
+    assert test["group_id"].iloc[0] == "ts00000" and s_syn["syndromes"]["test_photos"] == 11
+    ids = pd.read_csv(tmp_path / "ids" / "identities" / "manifest.csv", keep_default_na=False)
+    test = ids[ids["split"] == "test"]
+    assert test.groupby("group_id").size().to_dict() == {"tp0000": 2, "tp0001": 2}  # whole people, all photos
+    assert (test["label"] == test["group_id"]).all()  # an identity's label is the person
+    assert set(ids.loc[ids["split"] == "", "group_id"]).isdisjoint(test["group_id"])
+    assert s_ids["identities"]["test_people"] == 2 and s_ids["identities"]["people"] == 6
+    # a test person is not a main person redrawn: own stream
+    assert _digest(tmp_path / "ids")["identities/tp0000/tp0000_0.jpg"] != main["identities/p0000/p0000_0.jpg"]
+    with pytest.raises(S.CohortConfigError, match="test_people"):
+        S.resolve_config({"identities": {"test_people": -1}})
+    with pytest.raises(S.CohortConfigError, match="test_subjects_per_class"):
+        S.resolve_config({"syndromes": {"test_subjects_per_class": 1.5}})
+
+
 # -------------------------------------------------------------------------------------- verification
 def test_ten_fold_verification_protocol():
     from genediag.faces.evaluate import ten_fold_verification, verification_pairs

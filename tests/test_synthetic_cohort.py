@@ -21,18 +21,22 @@ from genediag.synthetic.cohort import (
     KARYOGRAM_COLUMNS,
     generate_cohort,
     merge_cohort_params,
+    patient_kind,
     patient_plan,
 )
 from genediag.synthetic.karyogram import compose_karyogram
 from genediag.synthetic.karyotype import (
     ABNORMAL_TYPES,
     ABNORMALITIES,
+    ABNORMALITY_IDS,
+    DEFAULT_ABNORMALITIES,
     band_sequence,
     band_span,
     chromosome_segments,
     make_karyotype,
     segments_centromere,
     segments_length,
+    sex_for,
 )
 from genediag.synthetic.render import DEFAULT_RENDER_PARAMS, merge_render_params, render_chromosome
 
@@ -172,6 +176,13 @@ ISCN_EXPECTED = {
     ("t(9;22)(q34;q11.2)", "XX"): "46,XX,t(9;22)(q34;q11.2)",
     ("inv(9)(p12q13)", "XY"): "46,XY,inv(9)(p12q13)",
     ("i(X)(q10)", "XY"): "46,X,i(X)(q10)",
+    ("XXX", "XY"): "47,XXX",
+    ("XXX", "XX"): "47,XXX",
+    ("XYY", "XX"): "47,XYY",
+    ("XYY", "XY"): "47,XYY",
+    ("-21", "XX"): "45,XX,-21",
+    ("-21", "XY"): "45,XY,-21",
+    ("-22", "XY"): "45,XY,-22",
 }
 
 
@@ -193,6 +204,22 @@ def test_karyotype_contents():
     assert ixq.count("X") == 1 and ixq.count("iXq") == 1 and "Y" not in ixq
     with pytest.raises(ValueError, match="abnormality"):
         make_karyotype("+7", "XX")
+
+
+def test_new_numerical_karyotypes():
+    """47,XXX, 47,XYY and the autosomal monosomies: added after the 12 cohort abnormalities, all numerical."""
+    assert ABNORMALITIES[:12] == DEFAULT_ABNORMALITIES and ABNORMALITIES[12:] == ["XXX", "XYY", "-21", "-22"]
+    assert set(ABNORMALITY_IDS) == set(ABNORMALITIES)
+    assert merge_cohort_params({})["abnormalities"] == DEFAULT_ABNORMALITIES  # the default cohort is unchanged
+    for abn, sex, counts in (("XXX", "XY", {"X": 3, "Y": 0}), ("XYY", "XX", {"X": 1, "Y": 2}),
+                             ("-21", "XX", {"21": 1, "X": 2, "22": 2}), ("-22", "XY", {"22": 1, "21": 2, "Y": 1})):
+        k = make_karyotype(abn, sex)
+        assert {lab: k.labels.count(lab) for lab in counts} == counts, abn
+        assert all(k.labels.count(c) == 2 for c in CHROMOSOMES[:22] if c not in counts), abn
+        assert not any(c.is_abnormal for c in k.chromosomes) and k.is_abnormal
+        assert patient_kind(abn) == "numerical"
+        assert k.sex == sex_for(abn, sex) and k.sex in k.iscn
+    assert sex_for("XXX", "XY") == "XXX" and sex_for("XYY", "XX") == "XYY" and sex_for("-21", "XY") == "XY"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -488,3 +515,101 @@ def test_patients_per_abnormality_by_kind():
     none = patient_plan(merge_cohort_params({"abnormalities": abn, "normal_patients": 2,
                                              "patients_per_abnormality": {"numerical": 0, "structural": 2}}))
     assert [k for _, k in none] == ["del(5)(p14)", "del(5)(p14)", None, None]
+
+
+# ------------------------------------------------------------------------------------------------
+# test-only patients
+# ------------------------------------------------------------------------------------------------
+
+SMALL = {**TINY, "abnormalities": ["+21"], "normal_patients": 1}  # P0001 (+21), P0002 (normal), one cell each
+TEST_PATIENTS = {"normal": 1, "abnormalities": ["XXX", "XYY", "-21"], "per_abnormality": 1, "cells_per_patient": 1}
+
+
+@pytest.fixture(scope="module")
+def with_test_patients(tmp_path_factory):
+    base = tmp_path_factory.mktemp("test_patients")
+    out = {"main": base / "main", "test": base / "test", "zero": base / "zero"}
+    generate_cohort(out["main"], SMALL)
+    out["summary"] = generate_cohort(out["test"], {**SMALL, "test_patients": TEST_PATIENTS})
+    generate_cohort(out["zero"], {**SMALL, "test_patients": {"normal": 0, "abnormalities": ["XXX"],
+                                                             "per_abnormality": 0}})
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_test_patients_leave_the_main_cohort_unchanged(with_test_patients):
+    main, test = _files(with_test_patients["main"]), _files(with_test_patients["test"])
+    assert _files(with_test_patients["zero"]) == main  # a plan of zero test patients: no change at all
+    manifests = {"chromosomes/manifest.csv", "karyograms/manifest.csv"}
+    for rel, data in main.items():  # every P… crop and karyogram byte for byte
+        if rel not in manifests:
+            assert test[rel] == data, rel
+    added = set(test) - set(main)
+    assert added and all(rel.startswith(("chromosomes/T", "karyograms/T")) for rel in added)
+    for rel in manifests:  # the same rows, in the same order, then the test patients' rows; split "" for the main
+        old = _read_csv(with_test_patients["main"] / rel)
+        new = _read_csv(with_test_patients["test"] / rel)
+        assert list(new[0]) == list(old[0]) + ["split"]
+        assert [{k: v for k, v in r.items() if k != "split"} for r in new[: len(old)]] == old
+        assert {r["split"] for r in new[: len(old)]} == {""}
+        assert {r["split"] for r in new[len(old):]} == {"test"} and new[len(old)]["group_id"] == "T0001"
+
+
+def test_test_patients_karyotypes_and_split(with_test_patients):
+    root = with_test_patients["test"]
+    crops = [r for r in _read_csv(root / "chromosomes" / "manifest.csv") if r["split"] == "test"]
+    kgs = [r for r in _read_csv(root / "karyograms" / "manifest.csv") if r["split"] == "test"]
+    assert [r["group_id"] for r in kgs] == ["T0001", "T0002", "T0003", "T0004"]  # round-robin, normal last
+    iscn = {r["group_id"]: r["karyotype"] for r in kgs}
+    assert iscn["T0001"] == "47,XXX" and iscn["T0002"] == "47,XYY"
+    assert iscn["T0003"] in ("45,XX,-21", "45,XY,-21") and iscn["T0004"] in ("46,XX", "46,XY")
+    assert [r["label"] for r in kgs] == ["abnormal", "abnormal", "abnormal", "normal"]
+    assert all((root / "karyograms" / r["path"]).is_file() for r in kgs)
+    # rendered crops: whole cells, only the cells with a karyogram, the right chromosome counts
+    assert {r["cell_id"] for r in crops} == {r["cell_id"] for r in kgs}
+    labels = {pid: [r["label"] for r in crops if r["group_id"] == pid] for pid in iscn}
+    assert len(labels["T0001"]) == 47 and labels["T0001"].count("X") == 3 and "Y" not in labels["T0001"]
+    assert len(labels["T0002"]) == 47 and labels["T0002"].count("Y") == 2 and labels["T0002"].count("X") == 1
+    assert len(labels["T0003"]) == 45 and labels["T0003"].count("21") == 1 and labels["T0003"].count("22") == 2
+    assert len(labels["T0004"]) == 46
+    assert all((root / "chromosomes" / r["path"]).is_file() and r["karyotype"] == iscn[r["group_id"]] for r in crops)
+    s = with_test_patients["summary"]
+    assert s["patients"] == 2 and s["karyograms"] == {"normal": 1, "abnormal": 1}  # main-cohort numbers
+    t = s["test_only"]
+    assert t["patients"] == 4 and t["cells"] == 4 and t["crops"] == len(crops) == 47 + 47 + 45 + 46
+    assert t["karyograms"] == {"normal": 1, "abnormal": 3}
+    assert t["patients_per_abnormality"] == {"XXX": 1, "XYY": 1, "-21": 1, "normal": 1}
+    assert t["karyograms_per_karyotype"]["47,XXX"] == 1 and sum(t["karyograms_per_karyotype"].values()) == 4
+
+
+def test_test_patient_seed_stream_and_plan():
+    from genediag.synthetic.cohort import _rng, plan_test_patients
+
+    # five words ([seed, 1, t, c, 0]) never equal the main cohort's four ([seed, 1, t, c]): patient 1, cell t, item c
+    assert _rng(7, 3, 2, 0, stream=1).integers(2**63) != _rng(7, 1, 3, 2).integers(2**63)
+    assert _rng(7, 1, stream=1).integers(2**63) != _rng(7, 1).integers(2**63)
+    prm = merge_cohort_params({"test_patients": {"normal": 2, "abnormalities": ["+21", "del(5)(p14)", "-22"],
+                                                 "per_abnormality": {"numerical": 2, "structural": 1}}})
+    assert plan_test_patients(prm) == [("T0001", "+21"), ("T0002", "del(5)(p14)"), ("T0003", "-22"),
+                                       ("T0004", "+21"), ("T0005", "-22"), ("T0006", None), ("T0007", None)]
+    assert prm["test_patients"]["cells_per_patient"] == {"normal": 2, "numerical": 2, "structural": 2}
+    assert plan_test_patients(merge_cohort_params({})) == []
+    assert merge_cohort_params({"test_patients": {"normal": 0}})["test_patients"] is None
+
+
+@pytest.mark.parametrize(("tp", "match"), [
+    ({"bogus": 1}, r"bogus.*test_patients"),
+    ({"normal": -1}, r"test_patients\.normal"),
+    ({"normal": 1, "abnormalities": ["+7"]}, r"test_patients\.abnormalities"),
+    ({"abnormalities": ["XXX", "XXX"]}, r"duplicate.*test_patients\.abnormalities"),
+    ({"abnormalities": ["XXX"], "per_abnormality": -2}, r"test_patients\.per_abnormality"),
+    ({"normal": 1, "cells_per_patient": 3}, r"test_patients\.cells_per_patient.*karyograms_per_patient"),
+    ({"normal": 1, "cells_per_patient": 0}, r"test_patients\.cells_per_patient"),
+    ([1, 2], r"'test_patients' must be a mapping"),
+])
+def test_test_patients_validation(tp, match):
+    with pytest.raises(ValueError, match=match):
+        merge_cohort_params({"test_patients": tp})

@@ -19,6 +19,14 @@ the paper. An identity set (many people, several photos each, no pattern) stands
 Everything is drawn from ``numpy.random.default_rng`` streams keyed by (seed, dataset, person, photo): the
 cohort is identical for the same params on every machine (JPEG encoding by Pillow is deterministic).
 
+Extra test-only people (``syndromes.test_subjects_per_class``, ``identities.test_people``; 0 = none and the output
+unchanged byte for byte) are drawn from streams of their own, so adding them changes no other photo: stream key 6
+(test subjects, ids ``ts<class><j>``) and 7 (test people, ids ``tp<j>``), their photos 16 and 17, where the main
+cohort uses 1 and 2 (people), 3 (no-face picks), 4 and 5 (atlas), 11 and 12 (photos). A dataset with extra people
+gets a last manifest column ``split``: "test" for them (whole people, fixed to the test split), "" for everyone
+else (the split stage decides). Test subjects get ``photos_per_subject`` photos (no no-face photos), test people
+``photos_per_person``.
+
 Output (``out_root``): ``syndromes/manifest.csv`` and ``identities/manifest.csv`` with columns
 ``path,label,group_id,photo,base,severity,...`` (``path`` relative to the manifest, as ingest expects), the
 photos under ``<dataset>/<label>/<person>_<k>.jpg``, and ``truth.csv`` per dataset (the generator's own record
@@ -146,8 +154,10 @@ DEPTH = {"nose_tip": 1.0, "subnasale": .8, "ala_l": .75, "ala_r": .75, "nasion":
 
 DEFAULTS: dict[str, Any] = {
     "seed": 2026,
-    "syndromes": {"subjects_per_class": 16, "photos_per_subject": 2, "no_face_photos": 2},
-    "identities": {"people": 60, "photos_per_person": 6},
+    "syndromes": {"subjects_per_class": 16, "photos_per_subject": 2, "no_face_photos": 2,
+                  "test_subjects_per_class": 0},   # extra subjects per class for the test split only (module doc)
+    "identities": {"people": 60, "photos_per_person": 6,
+                   "test_people": 0},              # extra people held out whole for verification (module doc)
     "canvas": [[240, 240], [224, 256], [256, 224]],   # photo sizes (W, H): detection batches same-size buckets
     "iod_px": [26.0, 42.0],          # inter-ocular distance in the photo, px
     "severity": [0.55, 1.15],        # individual pattern severity, uniform
@@ -192,6 +202,11 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise CohortConfigError("syndromes: need subjects_per_class >= 3 (one per split) and photos_per_subject >= 1")
     if int(ids["people"]) < 4 or int(ids["photos_per_person"]) < 2:
         raise CohortConfigError("identities: need people >= 4 and photos_per_person >= 2 (verification pairs)")
+    for section, key in (("syndromes", "test_subjects_per_class"), ("identities", "test_people")):
+        v = out[section][key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 0:
+            raise CohortConfigError(f"{section}: {key} must be a non-negative integer, got {v!r}")
+        out[section][key] = int(v)
     lo, hi = out["iod_px"]
     if not 8 <= lo <= hi:
         raise CohortConfigError(f"iod_px: expected [min, max] with 8 <= min <= max, got {out['iod_px']}")
@@ -533,6 +548,21 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, keys)]))
 
 
+# stream keys (the first key after the seed) of the test-only people: see the module doc
+TEST_SUBJECT_STREAM, TEST_PERSON_STREAM = 6, 7
+TEST_PREFIX = "t"  # test-only ids: "ts…" (syndrome subjects), "tp…" (identity people)
+
+
+def _is_test(pid: str) -> bool:
+    return pid.startswith(TEST_PREFIX)
+
+
+def _has_test(cfg: dict[str, Any], dataset: str) -> bool:
+    """Whether `dataset` has test-only people (then its manifest gets the `split` column)."""
+    key = ("syndromes", "test_subjects_per_class") if dataset == "syndromes" else ("identities", "test_people")
+    return int(cfg[key[0]][key[1]]) > 0
+
+
 # ---------------------------------------------------------------------------------------------- cohort
 def generate_face_cohort(out_root: str | Path, cfg: dict[str, Any], figure: str | Path | None = None) -> dict[str, Any]:
     """Write the syndrome and identity datasets (photos, manifests, truth) and an overview figure."""
@@ -568,6 +598,16 @@ def generate_face_cohort(out_root: str | Path, cfg: dict[str, Any], figure: str 
     for j in range(int(ids["people"])):
         person = make_person(f"p{j:04d}", HEALTHY, _rng(seed, 2, j), cfg, len(bases), base=j % len(bases))
         jobs += [("identities", person, k, False) for k in range(int(ids["photos_per_person"]))]
+    # test-only people last, on their own streams: the jobs above (and the no-face picks) are unchanged
+    for ci, cls in enumerate(CLASSES):
+        for j in range(int(syn["test_subjects_per_class"])):
+            person = make_person(f"{TEST_PREFIX}s{ci:02d}{j:03d}", cls, _rng(seed, TEST_SUBJECT_STREAM, ci, j), cfg,
+                                 len(bases), base=(j + ci) % len(bases))
+            jobs += [("syndromes", person, k, False) for k in range(n_ph)]
+    for j in range(int(ids["test_people"])):
+        person = make_person(f"{TEST_PREFIX}p{j:04d}", HEALTHY, _rng(seed, TEST_PERSON_STREAM, j), cfg, len(bases),
+                             base=j % len(bases))
+        jobs += [("identities", person, k, False) for k in range(int(ids["photos_per_person"]))]
 
     rows: dict[str, list[dict[str, Any]]] = {"syndromes": [], "identities": []}
     workers = max(1, int(cfg["workers"]))
@@ -591,11 +631,17 @@ def generate_face_cohort(out_root: str | Path, cfg: dict[str, Any], figure: str 
         pool.join()
     for dataset, rs in rows.items():
         df = pd.DataFrame(rs)
-        df[["path", "label", "group_id", "photo", "base", "severity", "no_face"]].to_csv(
+        split = ["split"] if _has_test(cfg, dataset) else []
+        df[["path", "label", "group_id", "photo", "base", "severity", "no_face", *split]].to_csv(
             out_root / dataset / "manifest.csv", index=False)
         df.to_csv(out_root / dataset / "truth.csv", index=False)
         summary[dataset] = {"photos": len(df), "people": int(df["group_id"].nunique()),
                             "labels": int(df["label"].nunique()), "no_face_photos": int(df["no_face"].sum())}
+        if split:  # the numbers above count everyone; these the test-only people among them
+            test = df[df["split"] == "test"]
+            summary[dataset].update({"test_photos": len(test), "test_people": int(test["group_id"].nunique())})
+            log.info("synthetic faces: %s: %d test-only photos of %d people (split 'test')", dataset, len(test),
+                     test["group_id"].nunique())
     summary["patterns"] = {k: v["feature"] for k, v in PATTERNS.items()}
     (out_root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_root / "LICENSES.md").write_text(licence_text())
@@ -620,8 +666,12 @@ def _render_jobs(arg) -> list[tuple[str, dict[str, Any]]]:
     sizes = [tuple(map(int, s)) for s in cfg["canvas"]]
     out = []
     for dataset, person, k, blank in jobs:
-        key = 1 if dataset == "syndromes" else 2
-        rng = _rng(seed, 10 + key, int(person.pid[1:]), k)
+        test = _is_test(person.pid)
+        if test:
+            key = TEST_SUBJECT_STREAM if dataset == "syndromes" else TEST_PERSON_STREAM
+        else:
+            key = 1 if dataset == "syndromes" else 2
+        rng = _rng(seed, 10 + key, int(person.pid[2:] if test else person.pid[1:]), k)
         size = sizes[int(rng.integers(len(sizes)))]
         img, truth = render_photo(bases[person.base], person, rng, cfg, size, no_face=blank)
         label = person.pattern if dataset == "syndromes" else person.pid
@@ -632,7 +682,8 @@ def _render_jobs(arg) -> list[tuple[str, dict[str, Any]]]:
         out.append((dataset, {"path": rel.as_posix(), "label": label, "group_id": person.pid, "photo": k,
                               "base": bases[person.base].name, "severity": round(person.severity, 4),
                               "no_face": int(blank), "width": size[0], "height": size[1],
-                              **{t: (round(float(v), 3) if v == v else "") for t, v in truth.items()}}))
+                              **{t: (round(float(v), 3) if v == v else "") for t, v in truth.items()},
+                              **({"split": "test" if test else ""} if _has_test(cfg, dataset) else {})}))
     return out
 
 

@@ -71,7 +71,7 @@ class Karyotype:
     """The chromosomes of one cell and its ISCN string."""
 
     iscn: str
-    sex: str  # sex-chromosome complement as written in the ISCN string: "XX", "XY", "X", "XXY"
+    sex: str  # sex-chromosome complement as written in the ISCN string: "XX", "XY", "X", "XXY", "XXX", "XYY"
     abnormality: str | None
     chromosomes: tuple[Chromosome, ...] = field(repr=False)
 
@@ -232,7 +232,8 @@ ABNORMAL_TYPES: dict[str, dict[str, str]] = {
 #: every crop label: the 24 normal chromosomes then the 8 abnormal types.
 ALL_LABELS: list[str] = CHROMOSOMES + list(ABNORMAL_TYPES)
 
-#: the 12 karyotype abnormalities, in cohort order.
+#: the karyotype abnormalities, in cohort order: the 12 of the default cohort, then 47,XXX, 47,XYY and the autosomal
+#: monosomies 45,-21 / 45,-22 (added at the end so that the earlier ones keep their positions).
 ABNORMALITIES: list[str] = [
     "+21",
     "+18",
@@ -246,7 +247,17 @@ ABNORMALITIES: list[str] = [
     "t(9;22)(q34;q11.2)",
     "inv(9)(p12q13)",
     "i(X)(q10)",
+    "XXX",
+    "XYY",
+    "-21",
+    "-22",
 ]
+
+#: the default cohort's abnormalities: the first 12 (the later ones are given to patients only when asked for).
+DEFAULT_ABNORMALITIES: list[str] = ABNORMALITIES[:12]
+
+#: numerical abnormalities that set the sex-chromosome complement (written out in the ISCN string, no suffix).
+_SEX_COMPLEMENT: dict[str, str] = {"-X": "X", "XXY": "XXY", "XXX": "XXX", "XYY": "XYY"}
 
 #: file/class-name safe id for each abnormality (useful as a karyotype-level class name).
 ABNORMALITY_IDS: dict[str, str] = {
@@ -262,6 +273,10 @@ ABNORMALITY_IDS: dict[str, str] = {
     "t(9;22)(q34;q11.2)": "t9_22",
     "inv(9)(p12q13)": "inv9",
     "i(X)(q10)": "iXq",
+    "XXX": "XXX",
+    "XYY": "XYY",
+    "-21": "monosomy21",
+    "-22": "monosomy22",
 }
 
 # structural abnormality -> {normal chromosome replaced: abnormal label}
@@ -320,13 +335,11 @@ def make_chromosome(label: str) -> Chromosome:
 
 
 def sex_for(abnormality: str | None, sex: str) -> str:
-    """The sex chromosome complement a karyotype will have (overrides for -X, XXY, i(X)(q10))."""
+    """The sex chromosome complement a karyotype will have (overrides for -X, XXY, XXX, XYY, i(X)(q10))."""
     if sex not in ("XX", "XY"):
         raise ValueError(f"sex must be 'XX' or 'XY', got {sex!r}")
-    if abnormality == "-X":
-        return "X"
-    if abnormality == "XXY":
-        return "XXY"
+    if abnormality in _SEX_COMPLEMENT:
+        return _SEX_COMPLEMENT[abnormality]
     if abnormality == "i(X)(q10)":
         return "XX"
     return sex
@@ -335,8 +348,9 @@ def sex_for(abnormality: str | None, sex: str) -> str:
 def make_karyotype(abnormality: str | None, sex: str) -> Karyotype:
     """The chromosomes of one cell with ``abnormality`` (None = normal) and its ISCN string.
 
-    ``sex`` is "XX" or "XY"; it is overridden for "-X" (45,X), "XXY" (47,XXY) and "i(X)(q10)"
-    (female only: 46,X,i(X)(q10)).
+    ``sex`` is "XX" or "XY"; it is overridden for "-X" (45,X), "XXY" (47,XXY), "XXX" (47,XXX), "XYY" (47,XYY)
+    and "i(X)(q10)" (female only: 46,X,i(X)(q10)). An autosomal monosomy "-21" / "-22" removes one homologue and
+    is written after the sex chromosomes: 45,XX,-21.
     """
     if abnormality is not None and abnormality not in ABNORMALITIES:
         raise ValueError(f"unknown abnormality {abnormality!r}; expected None or one of {ABNORMALITIES}")
@@ -345,18 +359,20 @@ def make_karyotype(abnormality: str | None, sex: str) -> Karyotype:
     labels: list[str] = []
     for c in CHROMOSOMES[:22]:
         labels += [c, c]
-    labels += list(sexc)  # "XY" -> ["X","Y"], "XXY" -> ["X","X","Y"], "X" -> ["X"]
+    labels += list(sexc)  # "XY" -> ["X","Y"], "XXY" -> ["X","X","Y"], "X" -> ["X"], "XYY" -> ["X","Y","Y"]
 
     if abnormality in ("+21", "+18", "+13"):
         extra = abnormality[1:]
         labels.insert(max(i for i, lab in enumerate(labels) if lab == extra) + 1, extra)
+    elif abnormality in ("-21", "-22"):
+        del labels[max(i for i, lab in enumerate(labels) if lab == abnormality[1:])]  # one homologue lost
     elif abnormality in _STRUCTURAL:
         for normal, abn in _STRUCTURAL[abnormality].items():
             i = max(i for i, lab in enumerate(labels) if lab == normal)  # replace one homologue
             labels[i] = abn
 
     n = len(labels)
-    if abnormality is None or abnormality in ("-X", "XXY"):
+    if abnormality is None or abnormality in _SEX_COMPLEMENT:
         iscn = f"{n},{sexc}"
     elif abnormality == "i(X)(q10)":
         iscn = f"{n},X,{abnormality}"
