@@ -28,12 +28,14 @@ convolution goes into ``<module>.conv.weight`` and its offset into ``<module>.bn
 an exact pass-through otherwise (weight 1, running mean 0, running var ``1 − eps`` so that ``var + eps`` is
 exactly 1.0 in float32): ``BN(x) = x + offset`` exactly, which is what the graph's BiasAdd computes.
 
-Input convention: 20180408-102900 was trained with ``--use_fixed_image_standardization`` (Sandberg's README: the
-2018 models' inputs "need to be standardized using fixed image standardization"), i.e. ``(x − 127.5) / 128`` per
-pixel on 0–255 RGB — exactly ``facenet_pytorch.fixed_image_standardization`` — and that is :func:`preprocess`'s
-default. The package's own wrapper (``FaceNet.face_features``) instead "prewhitens" each crop (its own mean and
-std), the convention of Sandberg's older 2017 models; ``preprocess(..., standardization="prewhiten")`` reproduces
-it for comparison.
+Input convention: 20180408-102900 was trained with ``--use_fixed_image_standardization`` (Sandberg's wiki page
+on CASIA-WebFace classifier training; his README: "the input images to the model need to be standardized using
+fixed image standardization"), i.e. ``(x − 127.5) / 128`` per pixel on 0–255 RGB — exactly
+``facenet_pytorch.fixed_image_standardization`` — and that is :func:`preprocess`'s default. The package's own
+wrapper (``FaceNet.face_features``) instead "prewhitens" each crop (its own mean and std), the convention of
+Sandberg's older 2017 models; ``preprocess(..., standardization="prewhiten")`` reproduces it for comparison (on
+the two public-domain portraits of the tests, fixed standardisation separates the faces better: cosine 0.19
+between them against 0.36 prewhitened, with same-face copies at 0.96–0.98 either way).
 """
 
 from __future__ import annotations
@@ -292,7 +294,8 @@ def max_abs_diff(model, net, images: np.ndarray, standardization: str = "fixed")
 
 
 # ------------------------------------------------------------------------------------------------ convert/load
-def convert(out_path: str | Path, graph: str | Path | None = None, tolerance: float = CHECK_TOLERANCE) -> dict[str, Any]:
+def convert(out_path: str | Path, graph: str | Path | None = None,
+            tolerance: float = CHECK_TOLERANCE) -> dict[str, Any]:
     """Convert the packaged graph to an InceptionResnetV1 state dict at `out_path` (written atomically).
 
     Before writing, the converted model's embeddings are compared with OpenCV's forward pass of the graph on a
