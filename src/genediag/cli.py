@@ -1,7 +1,10 @@
 """The ``genediag`` command (also ``python -m genediag``).
 
-    genediag predict --run chromosomes24-dcnn data/synthetic/chromosomes/P000/c0_chr21a.png
+    genediag predict --run chromosomes24-dcnn data/synthetic/chromosomes/P0011/P0011-C1_01_1.png
     genediag predict --model models/<run>/model.pt --json IMAGE [IMAGE ...]
+    genediag ingest --source my_crops/ --out /tmp/check [--dataset chromosomes | --kind chromosome_crops]
+    genediag params check [params.yaml]
+    genediag compare HEAD~1 HEAD [--html compare.html]     # what changed, and whether beyond noise
 
 User errors (a missing model, an unreadable image, params that do not fit the model) print one line starting
 with ``error:`` on stderr and exit non-zero; ``--debug`` shows the traceback instead.
@@ -42,9 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--run", help="a run name of params.yaml train:, i.e. --model MODELS_DIR/RUN/model.pt")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image file(s) to classify")
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="where --run looks (default: models)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"),
-                   help="params.yaml to read ingest settings from when the checkpoint lacks them "
-                        "(default: params.yaml)")
     p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     p.add_argument("--mc-passes", type=int, default=30,
                    help="MC-dropout forward passes, 0 to skip (default: 30; only models with dropout)")
@@ -53,9 +53,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flag for review when the top probability or the MC-dropout agreement is below this "
                         "(default: 0.8)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"],
+                   help="auto (default): ONNX Runtime on the model.onnx beside the checkpoint when on the CPU")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--debug", action="store_true", help="show tracebacks and log messages")
     p.set_defaults(func=cmd_predict)
+
+    q = sub.add_parser("ingest", help="check a dataset: decode, validate and cache it as the ingest stage would",
+                       description="Run the ingest@<dataset> stage's function on a CSV manifest or a folder-per-class "
+                                   "tree: writes OUT/manifest.csv, OUT/quarantine.csv (path, label, reason), "
+                                   "OUT/images.npy and OUT/summary.json and prints the accounting.")
+    q.add_argument("--source", required=True, help="a CSV manifest (path,label[,group_id[,cell_id]]) or a folder")
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument("--dataset", help="take the other settings from params.yaml datasets.<DATASET>")
+    q.add_argument("--kind", default=None, help="chromosome_crops (default), karyograms, face_syndromes, "
+                                                "face_identities (ignored with --dataset)")
+    q.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file for --dataset")
+    q.add_argument("--review", type=Path, default=Path("review"), help="folder of reviewer corrections")
+    q.add_argument("--debug", action="store_true", help="show tracebacks and log messages")
+    q.set_defaults(func=cmd_ingest)
+
+    r = sub.add_parser("params", help="validate params.yaml against the schema")
+    r.add_argument("action", choices=["check"])
+    r.add_argument("path", nargs="?", type=Path, default=Path("params.yaml"))
+    r.add_argument("--debug", action="store_true", help="show tracebacks")
+    r.set_defaults(func=cmd_params)
+
+    c = sub.add_parser("compare", help="params, metrics (with CIs and a beyond-noise verdict) and plots changed "
+                                       "between two revisions",
+                       description="Compare two git revisions of this repository: the params that changed, every "
+                                   "headline metric that changed with both 95 %% CIs and a 'beyond noise' column (a "
+                                   "paired bootstrap of both revisions' predictions, read through DVC, else "
+                                   "non-overlapping CIs), and the plots that changed. Markdown on stdout.")
+    c.add_argument("rev_a", metavar="REV_A", help="the base revision (e.g. main, HEAD~1)")
+    c.add_argument("rev_b", metavar="REV_B", nargs="?", default=None,
+                   help="the revision to compare (default: the working tree)")
+    c.add_argument("--html", type=Path, help="also write an HTML page here")
+    c.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: .)")
+    c.add_argument("--bootstrap", type=int, default=None,
+                   help="patient resamples of the paired bootstrap (default: params.yaml evidence.bootstrap)")
+    c.add_argument("--debug", action="store_true", help="show tracebacks and log messages")
+    c.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -69,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--mc-passes must be 0 or more, got {args.mc_passes}")
     checkpoint = args.model if args.model is not None else args.models_dir / args.run / "model.pt"
     device = str(select_device(args.device))
-    predictor = load_predictor(checkpoint, params_path=args.params, device=device)
+    predictor = load_predictor(checkpoint, device=device, runtime=args.runtime)
     results = predictor.predict(args.images, top_k=args.top_k, mc_passes=args.mc_passes, seed=args.seed,
                                 refer_below=args.refer_below)
     failed = [r for r in results if r.get("error")]
@@ -84,6 +122,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for res in failed:
         print(f"error: {res['error']}", file=sys.stderr)
     return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from genediag.config import load_params, section
+    from genediag.pipeline import ingest_dataset
+
+    if args.dataset:
+        cfg = dict(section(load_params(args.params), "datasets", args.dataset, source=str(args.params)))
+        name = args.dataset
+    else:
+        cfg = {"kind": args.kind or "chromosome_crops"}
+        name = args.out.name or "dataset"
+    cfg["source"] = args.source
+    summary = ingest_dataset(name, cfg, args.out, args.review, progress=not args.debug)
+    print(f"{args.source}: {summary['input']} inputs = {summary['accepted']} accepted + {summary['quarantined']} "
+          f"quarantined; {len(summary['classes'])} classes, {summary['groups']} groups "
+          f"(grouped by {summary.get('group_by')}); cache {summary['image_shape']} {summary['mode']}")
+    for reason, n in summary["quarantine_reasons"].items():
+        print(f"  quarantined: {n:>6}  {reason}")
+    if summary.get("warning"):
+        print(f"warning: {summary['warning']}")
+    print(f"written: {args.out}/manifest.csv, quarantine.csv, images.npy, summary.json")
+    return EXIT_OK
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from genediag.config import load_params
+    from genediag.params_check import check_params
+
+    counts = check_params(load_params(args.path), str(args.path))
+    print(f"{args.path}: valid ({', '.join(f'{n} {k}' for k, n in counts.items())})")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from genediag import io as gio
+    from genediag.reports.compare import compare, to_html, to_markdown
+
+    result = compare(args.rev_a, args.rev_b, args.repo, n_resamples=args.bootstrap)
+    print(to_markdown(result))
+    if args.html:
+        gio.write_text(args.html, to_html(result))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,12 +3,14 @@
     python -m genediag.presets apply presets/chromosomenet_paper.yaml --dry-run   # print the diff only
     python -m genediag.presets apply presets/chromosomenet_paper.yaml && dvc exp run
 
-Merge rules: a mapping merges key by key, recursively (so entries under ``train:`` add runs, or change keys of
-existing runs); any other value — a number, a string, a list, ``null`` — replaces what was there. Comments and key
-order of ``params.yaml`` are kept (round-trip YAML). After merging, every section the stages validate up front
-(the ``train`` runs, ``benchmark``) is checked, so a typo in a preset fails before anything is written.
-Undo with ``git checkout params.yaml``. A preset's own top-level ``preset:`` key (a description) is not merged.
-"""
+Merge rules: a mapping merges key by key, recursively (so entries under ``chromosomes: {runs: ...}`` add runs or
+change keys of existing runs, and ``families:`` entries change the defaults of every run of a family); any other
+value — a number, a string, a list, ``null`` — replaces what was there. Comments and key order of ``params.yaml``
+are kept (round-trip YAML; sections the preset does not touch keep their exact text). After merging, the whole
+file is checked against the schema (:func:`genediag.params_check.check_params`, what ``python -m genediag params check``
+runs: every dataset, every run resolved over its family, every section), so a typo in a preset fails before
+anything is written. Undo with ``git checkout params.yaml``. A preset's own top-level ``preset:`` key (a
+description) is not merged."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from genediag.config import ConfigError
 
@@ -60,44 +64,38 @@ def deep_merge(base: Any, overlay: Any) -> Any:
     return base
 
 
-def _plain(node: Any) -> Any:
+def _plain(node: Any, styled: bool = False) -> Any:
     """ruamel's round-trip containers as plain dicts/lists. A mapping built with a YAML merge key
-    (``<<: *anchor``) lists the anchor's keys first, in the anchor's order."""
+    (``<<: *anchor``) lists the anchor's keys first, in the anchor's order; an alias becomes a copy of its anchor.
+    `styled`: fresh ruamel containers instead, each written in the flow or block style it had (no comments, anchors
+    or shared nodes), so values a preset adds to params.yaml look as they did in the preset."""
     if isinstance(node, dict):
         keys: list[Any] = []
         for base in getattr(node, "merge", None) or []:
             base = base[1] if isinstance(base, tuple) else base  # (position, map) in older ruamel versions
             keys += [k for k in base if k not in keys]
         keys += [k for k in node if k not in keys]
-        return {str(k): _plain(node[k]) for k in keys}
+        items = [(str(k), _plain(node[k], styled)) for k in keys]
+        return _restyled(node, CommentedMap(items)) if styled else dict(items)
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        items = [_plain(v, styled) for v in node]
+        return _restyled(node, CommentedSeq(items)) if styled else items
     return node
 
 
-def validate(params: dict[str, Any], source: str) -> None:
-    """Check the sections the stages would reject at run time (unknown keys, malformed runs)."""
-    plain = _plain(params)
-    train = plain.get("train") or {}
-    if not isinstance(train, dict):
-        raise ConfigError(f"{source}: 'train' must be a mapping of runs")
-    if train:
-        from genediag.training.run import resolve_run_config
+def _restyled(source: Any, out: Any) -> Any:
+    fa = getattr(source, "fa", None)
+    if fa is not None and fa.flow_style():
+        out.fa.set_flow_style()
+    return out
 
-        for run, cfg in train.items():
-            if not isinstance(cfg, dict):
-                raise ConfigError(f"{source}: train.{run} must be a mapping")
-            resolve_run_config(run, cfg)
-    bench = plain.get("benchmark") or {}
-    if bench:
-        from genediag.evaluation.benchmark import resolve_benchmark_config
 
-        if not isinstance(bench, dict):
-            raise ConfigError(f"{source}: 'benchmark' must map run names to benchmark settings")
-        for run, cfg in bench.items():
-            if run not in train:
-                raise ConfigError(f"{source}: benchmark.{run}: no such run under train:")
-            resolve_benchmark_config(cfg, f"{source}: benchmark.{run}")
+def validate(params: dict[str, Any], source: str) -> dict[str, int]:
+    """Check merged params as every stage would before it starts (:func:`genediag.params_check.check_params`): unknown
+    sections or keys, malformed values, runs whose family is missing. Returns check_params' counts."""
+    from genediag.params_check import check_params
+
+    return check_params(_plain(params), source)
 
 
 def dump(data: Any) -> str:
@@ -145,7 +143,7 @@ def apply_preset(preset: str | Path, params: str | Path = "params.yaml", dry_run
     """Merge `preset` into the `params` file; returns the unified diff (the file is untouched when `dry_run`)."""
     params = Path(params)
     base = load_yaml(params)
-    overlay = _plain(load_yaml(preset))  # plain values: YAML anchors/merge keys of the preset resolved
+    overlay = _plain(load_yaml(preset), styled=True)  # YAML anchors/merge keys of the preset resolved
     overlay = {k: v for k, v in overlay.items() if k != META_KEY}
     before = params.read_text()
     original = copy.deepcopy(base)

@@ -115,9 +115,73 @@ def stratified_group_split(labels, groups, ratios: Mapping[str, float], seed: in
     return groups.map(by_group).to_numpy()
 
 
-def audit_leakage(df: pd.DataFrame, hash_col: str = "sha256", group_col: str = "group_id") -> None:
-    """Fail when one image hash or one group sits in two splits."""
-    for col, what in ((hash_col, "image (same sha256)"), (group_col, "group")):
+def near_duplicate_pairs(images: np.ndarray, min_content: int = 60, seed: int = 0) -> list[tuple[int, int]]:
+    """Index pairs of near-identical images: copies that differ in a few pixels, a re-compression or faint noise.
+
+    An image must have at least `min_content` foreground pixels (differing by more than 24 grey levels from its
+    border's median) to be compared: tiny, featureless images (a small chromosome in a 64-px crop) look alike
+    without being copies. Candidates: 16×16 thumbnails (mean-centred, unit length) with cosine ≥ 0.995, found with
+    random-hyperplane hashing (8 tables × 12 bits); a candidate is a near copy when at most 1 % of its pixels differ
+    by more than 4 grey levels (independent captures differ by their noise almost everywhere)."""
+    import cv2
+
+    n = len(images)
+    if n < 2:
+        return []
+    thumbs = np.empty((n, 256), np.float32)
+    content = np.empty(n, np.int64)
+    for i in range(n):
+        a = np.asarray(images[i])
+        g = (a if a.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)).astype(np.int16)
+        border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+        content[i] = int((np.abs(g - np.median(border)) > 24).sum())
+        thumbs[i] = cv2.resize(g.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA).ravel()
+    thumbs -= thumbs.mean(1, keepdims=True)
+    thumbs /= np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-6)
+    eligible = np.flatnonzero(content >= min_content)
+    rng = np.random.default_rng(seed)
+    candidates: set[tuple[int, int]] = set()
+    for _ in range(8):
+        keys = (thumbs[eligible] @ rng.standard_normal((256, 12)) > 0) @ (1 << np.arange(12))
+        order = np.argsort(keys, kind="stable")
+        for members in np.split(eligible[order], np.flatnonzero(np.diff(keys[order])) + 1):
+            if len(members) < 2:
+                continue
+            ii, jj = np.nonzero(np.triu(thumbs[members] @ thumbs[members].T >= 0.995, 1))
+            candidates.update(zip(np.minimum(members[ii], members[jj]).tolist(),
+                                  np.maximum(members[ii], members[jj]).tolist()))
+    out = []
+    for i, j in sorted(candidates):
+        a, b = np.asarray(images[i], np.int16), np.asarray(images[j], np.int16)
+        if a.shape == b.shape and (np.abs(a - b) > 4).mean() <= 0.01:
+            out.append((i, j))
+    return out
+
+
+def merge_groups(groups: pd.Series, pairs: Sequence[tuple[int, int]]) -> pd.Series:
+    """Groups joined wherever a pair of rows links two of them (union-find): near-copies share a split."""
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            parent[g] = parent.get(parent[g], parent[g])
+            g = parent[g]
+        return g
+
+    for i, j in pairs:
+        a, b = find(groups.iloc[i]), find(groups.iloc[j])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return groups.map(find)
+
+
+def audit_leakage(df: pd.DataFrame, group_col: str | None = "group_id",
+                  near_pairs: Sequence[tuple[int, int]] = ()) -> dict[str, int]:
+    """Fail when one file, one image's pixels, one group or two near-identical images sit in two splits."""
+    checks = [("sha256", "file (same sha256)"), ("pixel_sha256", "image (same pixels)")]
+    if group_col:
+        checks.append((group_col, "group"))
+    for col, what in checks:
         if col not in df.columns:
             continue
         spread = df.groupby(col)["split"].nunique()
@@ -127,6 +191,13 @@ def audit_leakage(df: pd.DataFrame, hash_col: str = "sha256", group_col: str = "
             rows = df[df[col] == key]
             where = "; ".join(f"{p} in {s}" for p, s in zip(rows["path"].head(4), rows["split"].head(4)))
             raise SplitError(f"leakage: {len(leaked)} {what} value(s) appear in more than one split, e.g. {key}: {where}")
+    split = df["split"].to_numpy()
+    crossing = [(i, j) for i, j in near_pairs if split[i] != split[j]]
+    if crossing:
+        i, j = crossing[0]
+        raise SplitError(f"leakage: {len(crossing)} pair(s) of near-identical images in different splits, e.g. "
+                         f"{df['path'].iloc[i]} ({split[i]}) and {df['path'].iloc[j]} ({split[j]})")
+    return {"near_duplicate_pairs": len(near_pairs)}
 
 
 def split_summary(df: pd.DataFrame) -> dict:
@@ -178,24 +249,83 @@ def stratification_key(df: pd.DataFrame, stratify_on: str | Sequence[str]) -> pd
     return key
 
 
-def split_dataset(ingested_dir, out_csv, ratios: Mapping[str, float], seed: int,
-                  stratify_on: str | Sequence[str] = "label",
-                  trials: int = 200) -> dict:
-    """Split an ingested dataset; write ``out_csv`` (index, path, label, group_id, cell_id, sha256, split) and
-    a JSON summary beside it. Fails on a class too small to stratify and on any leakage."""
-    import json
+def assign_splits(df: pd.DataFrame, cfg: Mapping, where: str = "split",
+                  pairs: Sequence[tuple[int, int]] = ()) -> tuple[np.ndarray, dict]:
+    """Split names for every row of an ingested manifest, as ``datasets.<name>.split`` says.
+
+    Rows with a ``fixed_split`` (the source's split column, e.g. a held-out test set) keep it; the other rows
+    are split among themselves with the configured ratios, so adding fixed test patients leaves the rest's split
+    unchanged. The groups of near-identical images (`pairs`, :func:`near_duplicate_pairs`) are joined first."""
+    ratios = check_ratios(cfg["ratios"], f"{where}.ratios")
+    seed, trials, method = int(cfg["seed"]), int(cfg["trials"]), cfg["method"]
+    groups = df["group_id"].astype(str).reset_index(drop=True)
+    merged = merge_groups(groups, pairs)
+    joined = int(groups.nunique() - merged.nunique())
+    if joined:
+        log.warning("%s: %d near-identical image pair(s) joined %d group(s) so that they share a split", where,
+                    len(pairs), joined)
+    fixed = df["fixed_split"].fillna("").astype(str).to_numpy() if "fixed_split" in df else np.full(len(df), "")
+    mixed = pd.Series(fixed != "").groupby(merged.to_numpy()).nunique()
+    if (mixed > 1).any():
+        raise SplitError(f"group {mixed[mixed > 1].index[0]!r} has rows with and without a fixed split; give every "
+                         "row of a patient the same split")
+    free = fixed == ""
+    out = fixed.astype(object)
+    sub = df[free].reset_index(drop=True)
+    labels = stratification_key(sub, cfg["stratify_on"]) if len(sub) else pd.Series(dtype=str)
+    g = merged[free].reset_index(drop=True)
+    if len(sub) == 0:
+        pass
+    elif method == "groups":
+        out[free] = stratified_group_split(labels, g, ratios, seed, trials)
+    elif method == "nested":   # test first (it does not move when the validation share changes), then val
+        test = ratios.get("test", 0.0)
+        outer = stratified_group_split(labels, g, {"rest": 1 - test, "test": test}, seed, trials)
+        inner = outer == "rest"
+        rest = {k: v / (1 - test) for k, v in ratios.items() if k != "test"}
+        outer = outer.astype(object)
+        outer[inner] = stratified_group_split(labels[inner], g[inner], rest, seed + 1, trials)
+        out[free] = outer
+    elif method == "hold_out_people":   # whole people to test; each other person's photos to train and val
+        test = ratios.get("test", 0.0)
+        outer = stratified_group_split(np.full(len(sub), "person"), g, {"rest": 1 - test, "test": test}, seed, trials)
+        inner = outer == "rest"
+        rest = {k: v / (1 - test) for k, v in ratios.items() if k != "test"}
+        outer = outer.astype(object)
+        photos = sub["path"].astype(str)[inner]
+        outer[inner] = stratified_group_split(labels[inner], photos, rest, seed + 1, trials)
+        out[free] = outer
+    else:
+        raise ConfigError(f"{where}.method: unknown {method!r}")
+    info = {"method": method, "fixed_rows": int((~free).sum()), "near_duplicate_pairs": len(pairs),
+            "groups_joined_by_near_duplicates": joined}
+    return out, info
+
+
+def split_dataset(ingested_dir, out_csv, cfg: Mapping, kind: str = "", where: str = "split") -> dict:
+    """Split an ingested dataset; write ``out_csv`` (the manifest plus ``split``) and a JSON summary beside it.
+    Fails on a class too small to stratify and on any leakage (files, pixels, groups, near-identical images)."""
     from pathlib import Path
 
+    from genediag import io as gio
     from genediag.data.ingest import load_ingested
 
-    manifest, _ = load_ingested(ingested_dir)
+    manifest, images = load_ingested(ingested_dir)
     df = manifest.copy()
-    df["split"] = stratified_group_split(stratification_key(df, stratify_on), df["group_id"], ratios, seed, trials)
-    audit_leakage(df)
+    pairs = near_duplicate_pairs(images, int(cfg["near_duplicate_min_content"])) if cfg["near_duplicates"] else []
+    people_kind = cfg["method"] == "hold_out_people"
+    if people_kind:   # photos of one person may look alike; only copies across people matter
+        pairs = [(i, j) for i, j in pairs if df["group_id"].iloc[i] != df["group_id"].iloc[j]]
+    df["split"], info = assign_splits(df, cfg, where, pairs)
+    audit = audit_leakage(df, None if people_kind else "group_id", pairs)
+    if people_kind:  # held-out people must not be seen in training
+        held, seen = set(df.loc[df["split"] == "test", "group_id"]), set(df.loc[df["split"] != "test", "group_id"])
+        if held & seen:
+            raise SplitError(f"held-out people also in training: {sorted(held & seen)[:5]}")
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_csv, index=False)
-    summary = {"ratios": dict(ratios), "seed": seed, "stratify_on": strata_columns(stratify_on), **split_summary(df)}
-    out_csv.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    gio.write_with(out_csv, lambda p: df.to_csv(p, index=False))
+    summary = {"ratios": dict(cfg["ratios"]), "seed": int(cfg["seed"]), "stratify_on": strata_columns(cfg["stratify_on"]),
+               "kind": kind, **info, **audit, **split_summary(df)}
+    gio.write_json(out_csv.with_suffix(".json"), summary)
     log.info("split %s: %s items, %s groups", ingested_dir, summary["items"], summary["groups"])
     return summary

@@ -22,6 +22,22 @@ from genediag.config import ConfigError
 log = logging.getLogger(__name__)
 
 NORMAL_CHROMOSOMES = [str(i) for i in range(1, 23)] + ["X", "Y"]
+#: the 8 abnormal chromosome types of Karyotyping Pinnacle's 32-class task (and the synthetic cohort's), each with
+#: the normal chromosome it derives from (its slot in a karyogram)
+ABNORMAL_ORIGIN = {"del5p": "5", "del4p": "4", "del18p": "18", "del1p": "1", "der9": "9", "der22": "22", "inv9": "9",
+                   "iXq": "X"}
+ABNORMAL_CHROMOSOMES = list(ABNORMAL_ORIGIN)
+#: label allow-lists a dataset can name (``datasets.<name>.labels``)
+NAMED_LABEL_SETS = {"chromosomes24": NORMAL_CHROMOSOMES, "chromosomes32": NORMAL_CHROMOSOMES + ABNORMAL_CHROMOSOMES}
+
+
+def origin_of(label: str) -> str:
+    """The normal chromosome a crop label is or derives from ("der22" → "22"; "7" → "7")."""
+    if label in NORMAL_CHROMOSOMES:
+        return label
+    if label in ABNORMAL_ORIGIN:
+        return ABNORMAL_ORIGIN[label]
+    raise ValueError(f"unknown chromosome label {label!r}; expected one of {NORMAL_CHROMOSOMES + ABNORMAL_CHROMOSOMES}")
 
 
 def natural_key(label: str):

@@ -1,0 +1,192 @@
+"""The chromosome task family: training caps and class weights, the inference benchmark, the report's statistics
+(Table 3/4 layout), and one binary Pinnacle task end to end (cohort → ingest → split → train → evaluate →
+benchmark → report)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from genediag.config import ConfigError
+from genediag.evaluation.benchmark import benchmark_inputs, resolve_benchmark_config, time_inference
+from genediag.reports.chromosome_family import (
+    accuracy_quartiles,
+    best_counts,
+    binary_counts,
+    per_class_rows,
+    positive_class,
+)
+from genediag.training.run import balanced_class_weights, cap_train_per_class, resolve_run_config
+from genediag.training.trainer import create_loss
+
+
+def _table():
+    split = ["train"] * 10 + ["val"] * 4 + ["test"] * 3 + ["train"] * 2
+    target = [0] * 6 + [1] * 4 + [0, 0, 1, 1] + [0, 1, 1] + [-1, -1]
+    return pd.DataFrame({"index": range(len(split)), "split": split, "target": target})
+
+
+def test_cap_train_per_class_is_seeded_and_leaves_val_test_alone():
+    t = _table()
+    a, b = cap_train_per_class(t, 3, seed=0), cap_train_per_class(t, 3, seed=0)
+    assert a.equals(b)
+    train = a[(a["split"] == "train") & (a["target"] >= 0)]
+    assert train["target"].value_counts().to_dict() == {0: 3, 1: 3}
+    assert a[a["split"] != "train"].equals(t[t["split"] != "train"])
+    assert (a["target"] == -1).sum() == 2  # rows outside the task are not the cap's business
+    assert list(a.index) == sorted(a.index)  # order kept
+    assert cap_train_per_class(t, None, 0) is t
+    assert not cap_train_per_class(t, 3, seed=1).equals(a)  # another seed, another subsample
+    v = cap_train_per_class(t, 1, seed=0, split="val")  # max_val_per_class
+    assert v[v["split"] == "val"]["target"].value_counts().to_dict() == {0: 1, 1: 1}
+    assert v[v["split"] != "val"].equals(t[t["split"] != "val"])
+    with pytest.raises(ValueError, match="test"):
+        cap_train_per_class(t, 1, seed=0, split="test")
+    with pytest.raises(ConfigError, match="max_train_per_class"):
+        resolve_run_config("r", {"task": "t", "model": "m", "dataset": "d", "classes": "all",
+                                 "arch": {"name": "pinnacle_dcnn"}, "input_size": 32, "max_train_per_class": 0})
+
+
+def test_balanced_class_weights_hand_computed():
+    # counts 1 and 3: inverse 1 and 1/3, mean 2/3 → 1.5 and 0.5 (mean 1)
+    assert balanced_class_weights(np.array([0, 1, 1, 1]), 2) == [1.5, 0.5]
+    assert balanced_class_weights(np.array([0, 1, 2]), 3) == [1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="class index"):
+        balanced_class_weights(np.array([0, 0]), 2)
+
+
+def test_weighted_cross_entropy():
+    logits = torch.tensor([[2.0, 0.5], [0.1, 1.0], [0.3, 0.2]])
+    y = torch.tensor([0, 1, 1])
+    loss = create_loss({"name": "cross_entropy", "weight": [1.5, 0.5], "label_smoothing": 0.0})
+    expected = nn.functional.cross_entropy(logits, y, weight=torch.tensor([1.5, 0.5]))
+    assert loss(logits, y).item() == pytest.approx(expected.item())
+    # by hand: weighted mean of -log softmax
+    nll = -torch.log_softmax(logits, 1)[torch.arange(3), y]
+    w = torch.tensor([1.5, 0.5, 0.5])
+    assert loss(logits, y).item() == pytest.approx(((w * nll).sum() / w.sum()).item())
+    with pytest.raises(ConfigError, match="balanced"):
+        create_loss({"name": "cross_entropy", "weight": "balanced"})
+
+
+def test_time_inference_and_inputs():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+    class DS:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.full((1, 4, 4), float(i)), i
+
+    x = benchmark_inputs(DS(), 7)
+    assert x.shape == (7, 1, 4, 4) and [int(v) for v in x[:, 0, 0, 0]] == [0, 1, 2, 0, 1, 2, 0]
+    t = time_inference(model, x, batch_size=4, warmup=2)
+    assert t["samples"] == 7 and t["batch_size"] == 4
+    assert t["single_seconds"] > 0 and t["batched_seconds"] > 0
+    assert t["single_ms_median"] <= t["single_ms_p90"]
+    with pytest.raises(ConfigError, match=r"benchmark\.<run>\.samples: expected an integer >= 1"):
+        resolve_benchmark_config({"samples": 0})
+    with pytest.raises(ConfigError, match="unknown key"):
+        resolve_benchmark_config({"sample": 10})
+
+
+def test_quartiles_and_best_counts():
+    q = accuracy_quartiles([1.0, 0.5, 0.75, 0.25, float("nan")])
+    assert q == {"min": 0.25, "q1": 0.4375, "median": 0.625, "q3": 0.8125, "iqr": 0.375, "max": 1.0}
+    v = np.random.default_rng(0).random(24)
+    q = accuracy_quartiles(v)
+    assert q["q1"] == pytest.approx(np.percentile(v, 25)) and q["median"] == pytest.approx(np.median(v))
+    per_model = {"a": {"1": 1.0, "2": 0.5, "3": 0.9}, "b": {"1": 1.0, "2": 0.7, "3": 0.8}}
+    assert best_counts(per_model, ["1", "2", "3"]) == {"a": 2, "b": 2}  # a tie counts for both
+    rows, counts = per_class_rows(per_model)
+    assert rows[0] == ["1", "**1.0000**", "**1.0000**"] and rows[1] == ["2", 0.5, "**0.7000**"]
+    assert rows[-2][0] == "**average**" and rows[-2][1] == pytest.approx(0.8) and rows[-1][1:] == [2, 2]
+
+
+def test_binary_counts_and_positive_class():
+    assert positive_class(["22", "der22"]) == "der22" and positive_class(["iXq", "X"]) == "iXq"
+    k = binary_counts(["22", "22", "der22", "der22", "der22"], ["22", "der22", "der22", "der22", "22"], "der22")
+    assert k == {"tp": 2, "fn": 1, "fp": 1, "tn": 1}
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+TINY_COHORT = {"seed": 3, "normal_patients": 1, "abnormalities": ["t(9;22)(q34;q11.2)"], "patients_per_abnormality": 3,
+               "cells_per_patient": {"normal": 1, "numerical": 1, "structural": 2}, "canvas": 64,
+               "karyogram_size": [320, 240], "female_fraction": 0.0}
+BINARY_RUN = {"task": "binary-der22", "model": "dcnn", "dataset": "chromosomes",
+              "classes": {"22": ["22"], "der22": ["der22"]},
+              "arch": {"name": "pinnacle_dcnn", "channels": [8, 8, 8], "fc": [16, 16, 16], "dropout": 0.0},
+              "input_size": 32, "invert": True, "max_train_per_class": 3,
+              "fit": {"epochs": 2, "batch_size": 4, "loss": {"name": "cross_entropy", "weight": "balanced"},
+                      "device": "cpu", "optimizer": {"name": "adam", "lr": 0.01}}}
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory):
+    from genediag.data.ingest import ingest
+    from genediag.data.split import split_dataset
+    from genediag.evaluation.benchmark import benchmark_run
+    from genediag.evaluation.evaluate import evaluate_run
+    from genediag.synthetic.cohort import generate_cohort
+    from genediag.training.run import train_run
+
+    root = tmp_path_factory.mktemp("family")
+    generate_cohort(root / "synthetic", TINY_COHORT)
+    ingest({"source": str(root / "synthetic" / "chromosomes" / "manifest.csv"), "mode": "L", "size": 32,
+            "resize": "pad", "pad_value": 255, "min_side": 8, "max_side": 20000}, root / "data" / "ingested" /
+           "chromosomes")
+    split_dataset(root / "data" / "ingested" / "chromosomes", root / "data" / "splits" / "chromosomes.csv",
+                  {"train": 0.34, "val": 0.33, "test": 0.33}, seed=0)
+    info = train_run("binary-der22-dcnn", BINARY_RUN, data_dir=root / "data", out_dir=root / "models",
+                     live_root=root / "plots" / "training")
+    dirs = {"data_dir": root / "data", "models_dir": root / "models"}
+    metrics = evaluate_run("binary-der22-dcnn", BINARY_RUN, metrics_dir=root / "metrics", plots_dir=root / "plots",
+                           eval_dir=root / "evaluation", **dirs)
+    bench = benchmark_run("binary-der22-dcnn", BINARY_RUN, {"samples": 20, "batch_size": 8, "warmup": 1},
+                          out_dir=root / "benchmarks" / "inference", **dirs)
+    return root, info, metrics, bench
+
+
+def test_binary_run_trains_on_the_capped_weighted_task(binary_run):
+    root, info, metrics, _ = binary_run
+    assert info["classes"] == ["22", "der22"]
+    assert info["items"]["train"] <= 6  # at most 3 per class
+    import yaml
+
+    args = yaml.safe_load((root / "models" / "binary-der22-dcnn" / "args.yaml").read_text())
+    w = args["fit"]["loss"]["weight"]  # 'balanced' resolved from the training targets and recorded
+    assert isinstance(w, list) and len(w) == 2 and np.mean(w) == pytest.approx(1.0, abs=1e-5)
+    split = pd.read_csv(root / "data" / "splits" / "chromosomes.csv", dtype=str)
+    n_test = int(split[(split["split"] == "test") & split["label"].isin(["22", "der22"])].shape[0])
+    assert metrics["n"] == n_test  # the test split is not capped
+    assert set(metrics["per_class_accuracy"]) == {"22", "der22"}
+
+
+def test_benchmark_file_is_outside_metrics(binary_run):
+    root, _, _, bench = binary_run
+    path = root / "benchmarks" / "inference" / "binary-der22-dcnn.json"
+    saved = json.loads(path.read_text())
+    assert saved["samples"] == 20 and saved["seconds_per_1000_single"] > 0 and saved == bench
+    assert (saved["task"], saved["model"], saved["run"]) == ("binary-der22", "dcnn", "binary-der22-dcnn")
+    assert saved["machine"]["torch_threads"] >= 1 and saved["input"] == [1, 32, 32]
+    assert not any("seconds" in k for k in json.loads((root / "metrics" / "binary-der22" / "dcnn.json").read_text()))
+
+
+def test_report_has_the_binary_table(binary_run):
+    from genediag.reports.chromosomes import write_chromosome_report
+
+    root, _, metrics, _ = binary_run
+    out = write_chromosome_report(["binary-der22"], "chromosomes", True, root / "reports" / "chromosomes.md",
+                                  metrics_dir=root / "metrics", plots_dir=root / "plots", data_dir=root / "data",
+                                  figures_dir=root / "reports" / "figures", cohort_figures_dir=root / "none",
+                                  benchmarks_dir=root / "benchmarks" / "inference")
+    text = out.read_text()
+    assert "## Abnormal vs normal chromosome (binary tasks) (synthetic cohort)" in text
+    assert "| der22 vs 22 | Pinnacle DCNN |" in text
+    assert "Inference time (s / 1000 samples" in text and "fill from the paper" in text
+    assert (root / "reports" / "figures" / "confusion_binary-der22_dcnn.png").is_file()

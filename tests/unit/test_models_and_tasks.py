@@ -1,0 +1,70 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from genediag.config import ConfigError
+from genediag.data.datasets import CachedImageDataset, build_augmentation
+from genediag.data.tasks import NORMAL_CHROMOSOMES, natural_key, resolve_classes, task_targets
+from genediag.models import create_model
+from genediag.models.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_pinnacle_dcnn_layout():
+    m = create_model("pinnacle_dcnn", num_classes=24, in_chans=1, img_size=64)
+    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    pools = [l for l in m.modules() if isinstance(l, nn.MaxPool2d)]
+    fcs = [l for l in m.modules() if isinstance(l, nn.Linear)]
+    assert [c.out_channels for c in convs] == [32, 64, 64] and all(c.kernel_size == (3, 3) for c in convs)
+    assert len(pools) == 3 and all(p.kernel_size == 2 for p in pools)
+    assert len(fcs) == 4 and fcs[0].in_features == 64 * 8 * 8 and fcs[-1].out_features == 24
+    out = m(torch.zeros(2, 1, 64, 64))
+    assert out.shape == (2, 24)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'.*pinnacle_dcnn"):
+        create_model("resnet9000", num_classes=2)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = create_model("pinnacle_dcnn", num_classes=3, in_chans=1, img_size=16, fc=[8, 8, 8])
+    arch = {"name": "pinnacle_dcnn", "fc": [8, 8, 8]}
+    save_checkpoint(tmp_path / "m.pt", m, arch, ["a", "b", "c"], {"size": 16, "in_chans": 1, "invert": True})
+    m2, meta = load_checkpoint(tmp_path / "m.pt")
+    x = torch.rand(2, 1, 16, 16)
+    m.eval()
+    assert torch.equal(m(x), m2(x)) and meta["class_names"] == ["a", "b", "c"]
+    with pytest.raises(FileNotFoundError, match="dvc repro"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_class_specs():
+    labels = pd.Series(NORMAL_CHROMOSOMES + ["der22", "del5p"])
+    names, mapping = resolve_classes("normal24", labels)
+    assert names == NORMAL_CHROMOSOMES and "der22" not in mapping
+    assert resolve_classes("all", labels)[0][-2:] == ["del5p", "der22"]
+    names, targets = task_targets(pd.DataFrame({"label": ["22", "der22", "5"]}), {"22": ["22"], "der22": ["der22"]})
+    assert names == ["22", "der22"] and list(targets) == [0, 1, -1]
+    with pytest.raises(ConfigError, match=r"\['del4p'\] requested but not in the data"):
+        resolve_classes(["1", "del4p"], labels)
+    assert sorted(["10", "2", "X", "1"], key=natural_key) == ["1", "2", "10", "X"]
+
+
+def test_dataset_inverts_and_resizes():
+    imgs = np.full((2, 32, 32), 255, np.uint8)
+    imgs[:, 10:20, 10:20] = 0
+    ds = CachedImageDataset(imgs, [0, 1], [0, 1], input_size=16, invert=True)
+    x, y = ds[1]
+    assert x.shape == (1, 16, 16) and y == 1
+    assert x[0, 0, 0] == 0.0 and x[0, 7, 7] == 1.0
+
+
+def test_augmentation_from_params():
+    aug = build_augmentation([{"name": "GaussianBlur", "blur_limit": [3, 3], "p": 1.0}], seed=0)
+    img = np.zeros((16, 16), np.uint8)
+    img[8, 8] = 255
+    assert aug(image=img)["image"][8, 7] > 0
+    with pytest.raises(ValueError, match="unknown albumentations transform 'Nope'"):
+        build_augmentation([{"name": "Nope"}])
