@@ -1,7 +1,9 @@
-"""ChromosomeNet's baselines (timm) and EfficientNet-Lite0: every model of the family runs a forward/backward pass and
-a one-epoch fit through the one trainer, at the input size params.yaml configures for it (32 px for the models only
-the paper preset trains, which uses 224 px on a GPU machine)."""
+"""ChromosomeNet's baselines (timm) and EfficientNet-Lite0: the paper preset makes every model of the family a run
+with the paper's recipe, and every model runs a forward/backward pass and a one-epoch fit through the one trainer, at
+the input size params.yaml configures for it (32 px for the models only the paper preset trains, which uses 224 px
+on a GPU machine)."""
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -9,35 +11,63 @@ import pytest
 import torch
 import yaml
 
+from genediag import schema
 from genediag.data.datasets import CachedImageDataset
 from genediag.models import create_model
 from genediag.models.checkpoint import load_checkpoint, save_checkpoint
-from genediag.training.trainer import fit, resolve_train_config
+from genediag.presets import META_KEY, deep_merge
+from genediag.training.trainer import fit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAMILY = ["mobilenetv2_100", "densenet121", "resnet50", "resnet101", "resnet152", "resnext101_32x8d",
           "res2net50_26w_4s", "resnest50d", "tf_efficientnet_lite0"]
 PAPER_PRESET = ROOT / "presets" / "chromosomenet_paper.yaml"
 
 
-def _timm_runs(path: Path) -> dict[str, dict]:
-    train = (yaml.safe_load(path.read_text()) or {}).get("train") or {}
-    return {cfg["arch"]["model_name"]: cfg for cfg in train.values()
-            if isinstance(cfg, dict) and cfg.get("arch", {}).get("name") == "timm"}
+def _load(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=yaml.CSafeLoader) or {}
 
 
-DEFAULT_RUNS = _timm_runs(ROOT / "params.yaml")
+def _timm_runs(params: dict) -> dict[str, dict]:
+    """model_name → the resolved config (run over its family, schema defaults filled) of every timm chromosome run."""
+    section = params.get("chromosomes") or {}
+    resolved = [schema.resolve_run("chromosomes", run, section, "test") for run in section.get("runs") or {}]
+    return {cfg["arch"]["model_name"]: cfg for cfg in resolved if cfg["arch"]["name"] == "timm"}
+
+
+PARAMS = _load(ROOT / "params.yaml")
+DEFAULT_RUNS = _timm_runs(PARAMS)
+
+
+def _with_paper_preset() -> dict:
+    preset = {k: v for k, v in _load(PAPER_PRESET).items() if k != META_KEY}
+    return deep_merge(copy.deepcopy(PARAMS), preset)
 
 
 def test_paper_preset_covers_the_family():
-    runs = _timm_runs(PAPER_PRESET)
+    runs = _timm_runs(_with_paper_preset())
     assert sorted(runs) == sorted(FAMILY)
     for name, cfg in runs.items():
         f = cfg["fit"]
         assert f["optimizer"]["lr"] == pytest.approx(1e-4) and f["batch_size"] == 32 and f["epochs"] == 500
         assert f["scheduler"]["name"] == "onecycle" and f["loss"]["label_smoothing"] == pytest.approx(0.1)
-        assert f["early_stopping"]["patience"] == 5 and cfg["input_size"] == 224
+        assert f["early_stopping"]["patience"] == 5 and f["restore_best"] and cfg["input_size"] == 224
+        assert cfg["caps"] == {"train": None, "val": None} and cfg["augment"] == [], name
+        assert cfg["task"] == "chromosomes24" and cfg["classes"] == "normal24" and cfg["model"] == name
         assert cfg["arch"]["pretrained"] in ("cache", "pypi:efficientnet-lite0"), name
+
+
+def test_paper_recipe_lives_in_the_family():
+    """The recipe is the timm family's (a run added later gets it too); the runs name only their backbone."""
+    preset = _load(PAPER_PRESET)
+    family = preset["chromosomes"]["families"]["timm"]
+    assert family["fit"]["epochs"] == 500 and family["input_size"] == 224
+    assert family["caps"] == {"train": None, "val": None}
+    for run, entry in preset["chromosomes"]["runs"].items():
+        assert entry["family"] == "timm" and set(entry) <= {"family", "task", "model", "classes", "arch"}, run
+        assert set(entry["arch"]) == {"model_name", "pretrained"}, run
+    assert preset["datasets"]["chromosomes"]["ingest"]["size"] == 224  # the cache at the models' input size
+    assert set(preset["chromosomes"]["benchmark"]) == set(preset["chromosomes"]["runs"])
 
 
 @pytest.fixture(autouse=True)
@@ -73,9 +103,9 @@ def test_forward_backward_and_one_epoch_fit(name, tmp_path):
     targets = np.arange(12) % 5
     train = CachedImageDataset(images, np.arange(8), targets[:8], size)
     val = CachedImageDataset(images, np.arange(8, 12), targets[8:], size)
-    cfg = resolve_train_config({"epochs": 1, "batch_size": 4, "eval_batch_size": 4, "device": "cpu",
-                                "optimizer": {"name": "adam", "lr": 1e-4}, "scheduler": {"name": "onecycle"},
-                                "loss": {"name": "cross_entropy", "label_smoothing": 0.1}}, "test")
+    cfg = schema.validate({"epochs": 1, "batch_size": 4, "eval_batch_size": 4, "device": "cpu",
+                           "optimizer": {"name": "adam", "lr": 1e-4}, "scheduler": {"name": "onecycle"},
+                           "loss": {"name": "cross_entropy", "label_smoothing": 0.1}}, schema.FIT, "test")
     before = {k: v.clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
     model, result = fit(model, train, val, cfg, tmp_path / "run")
     assert result.epochs_run == 1 and np.isfinite(result.best_val_loss)

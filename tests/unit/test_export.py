@@ -11,13 +11,12 @@ import torch.nn as nn
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-import genediag.faces.seresnet  # noqa: E402,F401  (registers se_resnet64)
-from genediag.faces.losses import ASoftmaxLoss  # noqa: E402
 from genediag.models import create_model  # noqa: E402
 from genediag.models.export import (OPSET, ExportError, ExportMismatchError, OnnxClassifier,  # noqa: E402
                                     check_export, compare_runtimes, export_onnx, quantize_int8,
                                     quantized_op_types)
-from genediag.training.trainer import class_scores  # noqa: E402
+from genediag.models.inference import class_scores  # noqa: E402
+from genediag.training.losses import ASoftmaxLoss  # noqa: E402
 
 # name: (model name, create_model arguments, rtol for check_export); timm models at 64 px to keep the tests fast
 # (the graph is the same). The deep ImageNet networks (50–100 layers, scores up to ~15) are checked to 1e-4 plus
@@ -101,10 +100,12 @@ def check_kind(case: str, exported) -> None:
     torch.manual_seed(1)
     x = torch.rand(5, *shape)
     assert check_export(model, path, x, atol=1e-4, rtol=rtol) >= 0.0  # raises above the tolerance
-    criterion = ASoftmaxLoss() if kwargs.get("head") == "angular" else None  # scores ‖x‖ cos θ
     for batch in (1, 5):
         with torch.inference_mode():
-            ref = class_scores(model(x[:batch]), criterion).numpy()
+            out = model(x[:batch])
+            ref = class_scores(out).numpy()
+            if kwargs.get("head") == "angular":  # the A-softmax loss's scores ‖x‖ cos θ, from (cos θ, ‖x‖)
+                assert isinstance(out, tuple) and np.allclose(ref, ASoftmaxLoss().scores(out).numpy())
         got = clf.scores(x[:batch].numpy())
         assert got.shape == ref.shape == (batch, max(2, kwargs["num_classes"]))
         tol = 1e-4 + rtol * np.abs(ref).max()

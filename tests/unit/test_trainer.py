@@ -130,3 +130,40 @@ def test_binary_sigmoid_models_share_the_trainer(tmp_path):
     assert torch.allclose(p[:, 1], torch.sigmoid(z[:, 0]))
     with pytest.raises(Exception, match="unknown 'focal'"):
         create_loss({"name": "focal"})
+
+
+def _toy_run(tmp_path, seed_workers, threads):
+    from genediag.schema import RUN
+    from genediag.training.run import train_and_save
+
+    x, y = toy_images(n=120)
+    table = pd.DataFrame({"index": np.arange(120), "label": [str(c) for c in y], "group_id": [f"p{i}" for i in
+                                                                                              range(120)],
+                          "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20, "target": y})
+    cfg = validate({"family": "f", "task": "toy", "model": "dcnn", "classes": ["0", "1", "2"],
+                    "arch": {"name": "pinnacle_dcnn", "fc": [16, 16, 16], "dropout": 0.0}, "input_size": 16,
+                    "seeds": 2, "seed_workers": seed_workers,
+                    "fit": {"epochs": 2, "batch_size": 32, "device": "cpu", "threads": threads}}, RUN, "test")
+    summary = {"dataset": "toy", "synthetic": True, "kind": "chromosome_crops", "image_shape": [16, 16], "mode": "L"}
+    train_and_save("toy", cfg, x, table, ["0", "1", "2"], summary, tmp_path / "run", resume_root=None)
+    from genediag.models.checkpoint import load_seed_checkpoints, read_checkpoint
+
+    return [read_checkpoint(tmp_path / "run" / "model.pt")["state_dict"]] + \
+        [m.state_dict() for m, _ in load_seed_checkpoints(tmp_path / "run" / "seeds.pt")]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel seeds need two cores")
+def test_seeds_in_parallel_processes_equal_seeds_one_after_the_other(tmp_path):
+    """Two seeds side by side (one process and one thread each) give the same weights as the same seeds trained
+    one after the other on one thread: the parallel path changes the wall time, not the models."""
+    import json
+
+    parallel = _toy_run(tmp_path / "par", seed_workers=0, threads=0)
+    fit_json = json.loads((tmp_path / "par" / "run" / "fit.json").read_text())
+    assert fit_json["seeds"][0]["seed_workers"] == 2 and fit_json["seeds"][0]["threads"] == 1
+    sequential = _toy_run(tmp_path / "seq", seed_workers=1, threads=1)
+    assert len(parallel) == len(sequential) == 2
+    for a, b in zip(parallel, sequential):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    assert not all(torch.equal(parallel[0][k], parallel[1][k]) for k in parallel[0])   # two different seeds

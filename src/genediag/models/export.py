@@ -1,12 +1,14 @@
 """ONNX export of the trained models and CPU inference with ONNX Runtime (float and static int8).
 
-The exported graph is the model followed by :func:`genediag.training.trainer.class_scores`: its single output is
-the N×C class scores for every model kind, so ONNX Runtime and torch agree on what the "logits" are:
+The exported graph is the model followed by :func:`genediag.models.inference.class_scores`: its output ``scores``
+is the N×C class scores for every model kind, so ONNX Runtime and torch agree on what the "logits" are (with
+``features=True`` a second output ``features`` holds the penultimate features, the input of the last linear
+layer, for the out-of-distribution check):
 
 - softmax models (Pinnacle DCNN, timm backbones, multi-class thesis models): the logits, unchanged;
 - the thesis' single sigmoid logit z (binary tasks): N×2 scores [−z/2, z/2], whose softmax is [1 − σ(z), σ(z)];
 - the face SE-ResNet's angular (A-softmax) head, which returns (cos θ N×C, ‖x‖ N): the scores ‖x‖ cos θ that
-  :meth:`genediag.faces.losses.ASoftmaxLoss.scores` gives (the logits without the margin).
+  :meth:`genediag.training.losses.ASoftmaxLoss.scores` gives (the logits without the margin).
 
 The input is float32 N×C×H×W images in [0, 1] (the input normalisation is inside the models), named ``images``,
 with a dynamic batch axis; the output is named ``scores``. ``predict_proba`` is the softmax of the scores.
@@ -45,12 +47,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from genediag.training.trainer import class_scores
+from genediag.models.inference import capture_features, class_scores
 
 OPSET = 17               # ONNX opset written by export_onnx, pinned: these graphs need nothing newer, onnxruntime
                          # from the dependency floor (1.17) on runs it, per-channel QDQ int8 needs ≥ 13
 INPUT_NAME = "images"    # float32 N×C×H×W in [0, 1]
 OUTPUT_NAME = "scores"   # float32 N×C class scores (softmax = class probabilities)
+FEATURES_NAME = "features"   # float32 N×D penultimate features (export_onnx(..., features=True))
 BATCH_AXIS = "batch"
 _EXPORT_BATCH = 2        # the traced example batch; the batch axis is dynamic, batch 1 and larger both run
 
@@ -63,26 +66,24 @@ class ExportMismatchError(AssertionError):
     """ONNX Runtime's scores differ from torch's by more than the tolerance (the message names the file)."""
 
 
-def output_scores(out: Any) -> torch.Tensor:
-    """N×C class scores of a model output: :func:`class_scores`, except that an angular head's (cos θ N×C, ‖x‖ N)
-    becomes ‖x‖ cos θ (what the A-softmax loss's ``scores`` gives; plain ``class_scores`` would take cos θ)."""
-    if (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], torch.Tensor)
-            and out[0].ndim == 2 and out[1].ndim == 1):
-        cos, norm = out
-        return cos.float() * norm.float()[:, None]
-    return class_scores(out)
+output_scores = class_scores   # N×C class scores of any model output (an angular head's: ‖x‖ cos θ)
 
 
 class ScoresModel(nn.Module):
-    """`model` followed by :func:`output_scores`: what is exported, and what :func:`check_export` and
-    :func:`compare_runtimes` run in torch."""
+    """`model` followed by :func:`output_scores` (and, with `features`, its penultimate features): what is
+    exported, and what :func:`check_export` and :func:`compare_runtimes` run in torch."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, features: bool = False):
         super().__init__()
         self.model = model
+        self.features = features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return output_scores(self.model(x))
+    def forward(self, x: torch.Tensor):
+        if not self.features:
+            return output_scores(self.model(x))
+        with capture_features(self.model, detach=False) as feats:
+            scores = output_scores(self.model(x))
+        return scores, feats[0]
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -114,20 +115,23 @@ def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).cpu().eval()
 
 
-def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path, opset: int = OPSET) -> Path:
+def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path, opset: int = OPSET,
+                features: bool = False) -> Path:
     """Export `model` (eval mode, CPU) to ONNX at `path`: input ``images`` N×C×H×W float32 in [0, 1] with a dynamic
-    batch axis, output ``scores`` N×classes (:func:`output_scores`). `input_shape` is (C, H, W). Returns the path.
+    batch axis, output ``scores`` N×classes (:func:`output_scores`) and with `features` a second output
+    ``features`` N×D (the penultimate features). `input_shape` is (C, H, W). Returns the path.
 
     Raises :class:`ExportError` when the model does not take inputs of that shape (e.g. a wrong channel count).
     """
     import onnx
 
     c, h, w = _check_shape(input_shape)
-    net = ScoresModel(_cpu_eval_copy(model)).eval()
+    net = ScoresModel(_cpu_eval_copy(model), features).eval()
     example = torch.rand(_EXPORT_BATCH, c, h, w)
     try:
         with torch.inference_mode():
             out = net(example)
+            out = out[0] if features else out
     except Exception as exc:  # noqa: BLE001 — re-raised with the shape that failed
         expected = _in_channels(net)
         hint = (f" (its first convolution takes {expected} input channel(s), not {c})"
@@ -143,9 +147,10 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path, 
             # the class axis (`out.shape[1] == 1`): that axis is fixed, only the batch axis is dynamic
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            outputs = [OUTPUT_NAME] + ([FEATURES_NAME] if features else [])
             torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=int(opset),
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}},
+                              input_names=[INPUT_NAME], output_names=outputs,
+                              dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, **{o: {0: BATCH_AXIS} for o in outputs}},
                               do_constant_folding=True, export_params=True)
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
@@ -215,6 +220,14 @@ class OnnxClassifier:
         """N×C class scores of images N×C×H×W (float32 in [0, 1])."""
         x = self._check(x)
         return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    @property
+    def has_features(self) -> bool:
+        return any(o.name == FEATURES_NAME for o in self.session.get_outputs())
+
+    def scores_and_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N×C class scores, N×D penultimate features) of a graph exported with ``features=True``."""
+        return tuple(self.session.run([self.output_name, FEATURES_NAME], {self.input_name: self._check(x)}))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """N×C class probabilities: the softmax of :meth:`scores`."""

@@ -55,6 +55,10 @@ PYPI_WEIGHTS = {
 }
 
 
+#: a weights file holding only this key is a placeholder (a disabled synthetic base): loading it is an error
+DISABLED_WEIGHTS_KEY = "genediag_disabled_weights"
+
+
 class PretrainedWeightsError(ConfigError):
     """Asked-for pretrained weights are not available locally; the message says what to provide."""
 
@@ -257,6 +261,8 @@ def _file_weights(path: Path) -> dict[str, torch.Tensor]:
         sd = load_file(str(path))
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and DISABLED_WEIGHTS_KEY in sd:
+        raise PretrainedWeightsError(f"{path}: {sd[DISABLED_WEIGHTS_KEY]}")
     for key in ("state_dict", "model", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

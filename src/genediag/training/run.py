@@ -1,12 +1,25 @@
-"""A training run as configured in ``params.yaml: train.<run>``: data from the ingest cache and split,
-a model from the factory, the generic trainer, and the outputs written next to each other."""
+"""A training run (``<branch>.runs.<run>`` over its family, resolved by :mod:`genediag.schema`): the data of the
+branch's dataset, a model from the factory, the one trainer, then what the run's users need beside the weights —
+a softmax temperature fitted on the validation split, the out-of-distribution detector, and the preprocessing
+the images went through — all in the checkpoint.
+
+``seeds: K`` trains K models (seeds ``fit.seed`` … ``fit.seed + K − 1``); the first is ``model.pt``, the others are
+in ``seeds.pt`` (empty for one seed), for the seed spread the evaluation reports.
+
+Outputs in the run folder: ``model.pt``, ``seeds.pt``, ``model.onnx`` (the first seed's model for ONNX Runtime,
+checked against torch), ``args.yaml`` (the resolved run entry, a params file of the evaluate
+stage, so ``dvc params diff`` shows every run's values), ``summary.csv`` (one row per epoch), ``fit.json`` (best
+epochs, temperatures, and the machine-dependent timings: images per second, epoch seconds, the data-loading share,
+the model-only rate and peak memory; no other stage depends on it).
+"""
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
+import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,61 +28,20 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from genediag.config import ConfigError, check_keys, seed_everything, write_yaml
-from genediag.data.datasets import CachedImageDataset, build_augmentation
-from genediag.data.ingest import load_ingested
-from genediag.data.tasks import task_targets
+from genediag import io as gio
+from genediag.config import ConfigError, seed_everything, write_yaml
+from genediag.data.datasets import cap_per_class, load_split_data, split_datasets
+from genediag.data.ingest import ingest_summary
+from genediag.evaluation.uncertainty import fit_temperature
 from genediag.models import create_model
-from genediag.models.checkpoint import save_checkpoint
-from genediag.training.trainer import fit, is_main_process, resolve_train_config
+from genediag.models.checkpoint import checkpoint_dict, save_seed_checkpoints
+from genediag.models.inference import fit_ood, input_thumbnails, scores_and_features, set_ood_thresholds
+from genediag.training.trainer import fit, is_main_process
 
 log = logging.getLogger(__name__)
 
-RUN_KEYS = {"task", "model", "dataset", "classes", "arch", "input_size", "invert", "augment", "fit",
-            "max_train_per_class", "max_val_per_class", "cache_features", "warmup", "recalibrate_bn"}
-SPLITS = ("train", "val", "test")
-
-
-def resolve_run_config(run: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    where = f"params.yaml: train.{run}"
-    check_keys(cfg, RUN_KEYS, where)
-    for key in ("task", "model", "dataset", "classes", "arch", "input_size"):
-        if key not in cfg:
-            raise ConfigError(f"{where}: missing '{key}'")
-    if "name" not in cfg["arch"]:
-        raise ConfigError(f"{where}.arch: missing 'name' (the model factory's name, e.g. pinnacle_dcnn)")
-    out = {"invert": False, "augment": [], "cache_features": False, **cfg}
-    if out["cache_features"] and out["augment"]:
-        raise ConfigError(f"{where}: cache_features needs augment: [] (online augmentation changes every epoch's "
-                          f"input; augment offline, e.g. with a balance stage, or set cache_features: false)")
-    for key in ("max_train_per_class", "max_val_per_class"):
-        cap = out.get(key)
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ConfigError(f"{where}.{key}: expected an integer >= 1 or null (no cap), got {cap!r}")
-    out["fit"] = resolve_train_config(cfg.get("fit", {}), f"{where}.fit")
-    return out
-
-
-def cap_train_per_class(table: pd.DataFrame, cap: int | None, seed: int, split: str = "train") -> pd.DataFrame:
-    """Keep at most `cap` rows per class of `split` (``max_train_per_class``; ``max_val_per_class`` with
-    ``split="val"``): a seeded random subsample per target. Rows of other splits and rows outside the task are
-    untouched, the kept rows keep their order; ``cap=None`` keeps everything. The test split is never capped."""
-    if cap is None:
-        return table
-    if split not in ("train", "val"):
-        raise ValueError(f"only the train and val splits can be capped, not {split!r}")
-    in_split = (table["split"] == split) & (table["target"] >= 0)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(cap)] + ([] if split == "train" else [1])))
-    drop = []
-    for target in sorted(table.loc[in_split, "target"].unique()):
-        rows = table.index[in_split & (table["target"] == target)].to_numpy()
-        if len(rows) > cap:
-            keep = rng.choice(len(rows), size=cap, replace=False)
-            drop.extend(np.delete(rows, keep).tolist())
-    if drop:
-        log.info("max_%s_per_class=%d: using %d of %d %s items", split, cap, int(in_split.sum()) - len(drop),
-                 int(in_split.sum()), split)
-    return table.drop(index=drop)
+INPUT_KIND = {"chromosome_crops": "chromosome_crop", "karyograms": "karyogram", "face_syndromes": "face",
+              "face_identities": "face"}
 
 
 def balanced_class_weights(targets: np.ndarray, num_classes: int) -> list[float]:
@@ -82,28 +54,13 @@ def balanced_class_weights(targets: np.ndarray, num_classes: int) -> list[float]
     return [round(float(w), 6) for w in inv / inv.mean()]
 
 
-def load_split_data(dataset_dir: str | Path, split_csv: str | Path, classes: Any):
-    """(images memmap, split table with 'target' column, class names) for one task."""
-    manifest, images = load_ingested(dataset_dir)
-    split = pd.read_csv(split_csv, dtype={"label": str, "group_id": str, "cell_id": str}, keep_default_na=False)
-    if len(split) != len(manifest) or not (split["sha256"].to_numpy() == manifest["sha256"].to_numpy()).all():
-        raise ConfigError(f"{split_csv} does not match {dataset_dir}/manifest.csv; re-run the split stage")
-    missing = [s for s in SPLITS if s not in set(split["split"])]
-    if missing:
-        raise ConfigError(f"{split_csv}: split(s) {missing} are empty; the trainer needs train, val and test")
-    names, targets = task_targets(split, classes)
-    split = split.assign(target=targets)
-    return images, split, names
-
-
-def make_datasets(images: np.ndarray, table: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, CachedImageDataset]:
-    aug = build_augmentation(cfg["augment"], seed=cfg["fit"]["seed"])
-    out = {}
-    for s in SPLITS:
-        rows = table[(table["split"] == s) & (table["target"] >= 0)]
-        out[s] = CachedImageDataset(images, rows["index"].to_numpy(), rows["target"].to_numpy(), cfg["input_size"],
-                                    invert=cfg["invert"], augment=aug if s == "train" else None)
-    return out
+def input_spec(summary: dict[str, Any], cfg: dict[str, Any], in_chans: int) -> dict[str, Any]:
+    """How a file becomes this model's input: the dataset's ingest (or face alignment) settings and the model's
+    input size, channels and inversion (stored in the checkpoint; :mod:`genediag.predict` reads it)."""
+    return {"kind": INPUT_KIND.get(summary.get("kind"), "image"), "size": int(cfg["input_size"]),
+            "in_chans": int(in_chans), "invert": bool(cfg["invert"]), "cache": summary.get("ingest"),
+            "blank_top": float(summary.get("blank_top", 0.0)), "faces": summary.get("faces_config"),
+            "dataset_kind": summary.get("kind"), "crop_shape": list(summary.get("image_shape") or [])}
 
 
 class FeatureDataset(Dataset):
@@ -128,12 +85,10 @@ def cached_features(prefix: nn.Module, dataset: Dataset, batch_size: int = 32, d
     return FeatureDataset(torch.cat(out).contiguous(), dataset.targets)
 
 
-def _warmup(model: nn.Module, split, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any], run_dir: Path) -> None:
+def _warmup(model: nn.Module, split, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any]) -> None:
     """``warmup: {epochs, lr}``: train the head alone on the (still untrained) base's outputs, computed once, before
     the blocks are unfrozen — the usual two-phase fine-tuning. A randomly initialised head on top of trainable
-    blocks otherwise sends large, noisy gradients into them. Curves: ``<run_dir>/warmup/summary.csv``."""
-    import copy
-
+    blocks otherwise sends large, noisy gradients into them."""
     tail = model.base_tail(split)
     was = model.training
     model.eval()  # the base in inference mode (batch-norm statistics untouched) while its outputs are computed
@@ -141,12 +96,11 @@ def _warmup(model: nn.Module, split, train_ds: Dataset, val_ds: Dataset, cfg: di
              for name, d in (("train", train_ds), ("val", val_ds))}
     model.train(was)
     fit_cfg = copy.deepcopy(cfg["fit"])
-    fit_cfg["epochs"] = int(cfg["warmup"]["epochs"])
+    fit_cfg.update(epochs=int(cfg["warmup"]["epochs"]), scheduler={"name": "none"}, resume=False,
+                   early_stopping={"patience": 0, "min_delta": 0.0, "monitor": "val_loss"})
     fit_cfg["optimizer"]["lr"] = float(cfg["warmup"]["lr"])
-    fit_cfg["scheduler"] = {"name": "none"}
-    fit_cfg["early_stopping"] = {"patience": 0, "min_delta": 0.0}
     log.info("warmup: the head alone for %d epochs at lr %g", fit_cfg["epochs"], fit_cfg["optimizer"]["lr"])
-    fit(model.head_part(), feats["train"], feats["val"], fit_cfg, run_dir / "warmup", live_dir=None)
+    fit(model.head_part(), feats["train"], feats["val"], fit_cfg, None, live_dir=None, desc="warmup epoch")
 
 
 @torch.no_grad()
@@ -176,34 +130,19 @@ def recalibrate_batchnorm(net: nn.Module, dataset: Dataset, exclude: Sequence[nn
     return len(layers)
 
 
-def train_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_dir: str | Path = "models",
-              live_root: str | Path = "plots/training") -> dict[str, Any]:
-    cfg = resolve_run_config(run, cfg)
-    seed_everything(cfg["fit"]["seed"])
-    data_dir = Path(data_dir)
-    images, table, names = load_split_data(data_dir / "ingested" / cfg["dataset"],
-                                           data_dir / "splits" / f"{cfg['dataset']}.csv", cfg["classes"])
-    table = cap_train_per_class(table, cfg.get("max_train_per_class"), cfg["fit"]["seed"])
-    table = cap_train_per_class(table, cfg.get("max_val_per_class"), cfg["fit"]["seed"], split="val")
-    ds = make_datasets(images, table, cfg)
-    if cfg["fit"]["loss"].get("weight") == "balanced":
-        cfg["fit"]["loss"]["weight"] = balanced_class_weights(ds["train"].targets, len(names))
-        log.info("class weights (balanced): %s", dict(zip(names, cfg["fit"]["loss"]["weight"])))
-    weight = cfg["fit"]["loss"].get("weight")
-    if isinstance(weight, list) and len(weight) != len(names):
-        raise ConfigError(f"params.yaml: train.{run}.fit.loss.weight: {len(weight)} weights for {len(names)} classes "
-                          f"{names}; give one per class or 'balanced'")
-    in_chans = ds["train"].in_chans
+def train_model(cfg: dict[str, Any], ds: dict[str, Dataset], n_classes: int, in_chans: int, run_dir: Path,
+                live_dir: Path | None, resume_dir: Path | None, init: Callable[[nn.Module], Any] | None = None):
+    """Build, (initialise,) (warm up,) fit and (recalibrate) one model of a resolved run config; returns
+    (model, FitResult). `init` changes the new model before training (e.g. copies a stage-1 model's weights)."""
     arch = dict(cfg["arch"])
-    model = create_model(arch.pop("name"), num_classes=len(names), in_chans=in_chans, img_size=cfg["input_size"], **arch)
-    run_dir = Path(out_dir) / run
+    model = create_model(arch.pop("name"), num_classes=n_classes, in_chans=in_chans, img_size=cfg["input_size"],
+                         **arch)
+    if init is not None:
+        init(model)
     split = model.cache_split() if cfg["cache_features"] and hasattr(model, "cache_split") else None
     warm = cfg.get("warmup")
-    if warm:
-        check_keys(warm, {"epochs", "lr"}, f"params.yaml: train.{run}.warmup")
-        if not hasattr(model, "head_part"):
-            raise ConfigError(f"params.yaml: train.{run}.warmup: arch '{cfg['arch']['name']}' has no separate head to "
-                              "warm up; remove warmup")
+    if warm and not hasattr(model, "head_part"):
+        raise ConfigError(f"warmup: arch '{cfg['arch']['name']}' has no separate head to warm up; set warmup: null")
     if cfg["cache_features"] and split is None:
         log.info("cache_features: %s trains every layer; nothing to cache", cfg["arch"]["name"])
     if split is not None:
@@ -211,14 +150,12 @@ def train_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_
         # parameters are the model's own, so the saved model is the whole network
         prefix, suffix = split
         train_ds, val_ds = (cached_features(prefix, ds[s], desc=f"cache {s}") for s in ("train", "val"))
-        log.info("cache_features: prefix outputs %s cached for %d train / %d val items", tuple(train_ds.features.shape[1:]),
-                 len(train_ds), len(val_ds))
         if hasattr(model, "calibrate"):
             model.calibrate(train_ds.features.split(64), split=split)
         if warm:
-            _warmup(model, split, train_ds, val_ds, cfg, run_dir)
-        _, result = fit(suffix, train_ds, val_ds, cfg["fit"], run_dir, live_dir=Path(live_root) / run)
-        if cfg.get("recalibrate_bn"):
+            _warmup(model, split, train_ds, val_ds, cfg)
+        _, result = fit(suffix, train_ds, val_ds, cfg["fit"], run_dir, live_dir=live_dir, resume_dir=resume_dir)
+        if cfg["recalibrate_bn"]:
             n = recalibrate_batchnorm(suffix, train_ds, exclude=getattr(model, "_frozen", ()))
             log.info("recalibrate_bn: running statistics of %d batch-norm layers recomputed on the train split", n)
         model = model.to(memory_format=torch.contiguous_format)
@@ -228,20 +165,172 @@ def train_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_
                                           .round().astype(int).tolist())
             model.calibrate(x for x, _ in DataLoader(sub, batch_size=16, shuffle=False))
         if warm:
-            _warmup(model, None, ds["train"], ds["val"], cfg, run_dir)
-        model, result = fit(model, ds["train"], ds["val"], cfg["fit"], run_dir, live_dir=Path(live_root) / run)
-        if cfg.get("recalibrate_bn"):
+            _warmup(model, None, ds["train"], ds["val"], cfg)
+        model, result = fit(model, ds["train"], ds["val"], cfg["fit"], run_dir, live_dir=live_dir,
+                            resume_dir=resume_dir)
+        if cfg["recalibrate_bn"]:
             n = recalibrate_batchnorm(model, ds["train"], exclude=getattr(model, "_frozen", ()))
             log.info("recalibrate_bn: running statistics of %d batch-norm layers recomputed on the train split", n)
-    info = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early,
-            "items": {s: len(d) for s, d in ds.items()}, "classes": names}
-    # fit.json is part of a DVC output that other stages depend on: it holds no wall-clock time (fit logs it), so
-    # a deterministic retrain leaves it, and everything downstream, unchanged.
-    if is_main_process():
-        save_checkpoint(run_dir / "model.pt", model, cfg["arch"], names,
-                        {"size": cfg["input_size"], "in_chans": in_chans, "invert": cfg["invert"]},
-                        extra={"run": run, "task": cfg["task"], "dataset": cfg["dataset"]})
-        write_yaml({"run": run, **cfg}, run_dir / "args.yaml")
-        (run_dir / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
+        model = model.to(memory_format=torch.contiguous_format)
+    return model.cpu().eval(), result
+
+
+def calibrate_model(model: nn.Module, ds: dict[str, Dataset], cfg: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """(softmax temperature fitted on validation, OOD detectors fitted on train with thresholds on validation)."""
+    bs = int(cfg["fit"]["eval_batch_size"])
+    val_scores, val_feats = scores_and_features(model, ds["val"], bs, features=True)
+    temperature = 1.0
+    if cfg["calibrate"] and len(ds["val"]) >= 2:
+        temperature = round(float(fit_temperature(val_scores, ds["val"].targets)), 6)
+    train = without_augmentation(ds["train"])
+    _, train_feats = scores_and_features(model, train, bs, features=True)
+    ood = fit_ood(train_feats, train.targets, input_thumbnails(train, bs))
+    ood = set_ood_thresholds(ood, val_feats, input_thumbnails(ds["val"], bs), cfg["ood_quantile"])
+    log.info("temperature %.3f (validation); OOD thresholds %.3g (features), %.3g (pixels) (%.0f %% of validation "
+             "below)", temperature, ood["threshold"], ood["pixel_threshold"], 100 * cfg["ood_quantile"])
+    return temperature, ood
+
+
+def without_augmentation(dataset: Dataset) -> Dataset:
+    """The same images without the training augmentation (statistics of what the model is shown at inference)."""
+    if getattr(dataset, "augment", None) is None:
+        return dataset
+    out = copy.copy(dataset)
+    out.augment = None
+    return out
+
+
+def export_deployed(model: nn.Module, inputs: torch.Tensor, path: Path) -> float:
+    """``model.onnx``: the model as ONNX Runtime runs it (scores and penultimate features), checked against torch
+    on `inputs` (validation images) to 1e-4 (+ 1e-4 × the largest score: float32 rounding on deep networks)."""
+    from genediag.models.export import check_export, export_onnx
+
+    export_onnx(model, tuple(inputs.shape[1:]), path, features=True)
+    worst = check_export(model, path, inputs, atol=1e-4, rtol=1e-4)
+    log.info("%s: exported for ONNX Runtime; largest score difference from torch %.2g on %d validation images",
+             path, worst, len(inputs))
+    return worst
+
+
+def train_run(run: str, cfg: dict[str, Any], dataset_dir: str | Path, split_csv: str | Path, out_dir: str | Path,
+              live_dir: str | Path | None = None, resume_root: str | Path | None = ".genediag/resume",
+              branch: str = "chromosomes") -> dict[str, Any]:
+    """Train the models of one resolved run config of a chromosome or karyogram run (see the module doc)."""
+    summary = ingest_summary(dataset_dir)
+    images, table, names = load_split_data(dataset_dir, split_csv, cfg["classes"])
+    warnings = []
+    caps = cfg["caps"]
+    if (caps["train"] or caps["val"]) and not summary.get("synthetic"):
+        msg = (f"synthetic-default caps {caps} are active on the non-synthetic dataset '{summary.get('dataset')}': "
+               f"training uses a per-class subsample; set caps: {{train: null, val: null}} (presets/real_*.yaml)")
+        log.warning(msg)
+        warnings.append(msg)
+    table = cap_per_class(table, caps["train"], cfg["fit"]["seed"])
+    table = cap_per_class(table, caps["val"], cfg["fit"]["seed"], split="val")
+    return train_and_save(run, cfg, images, table, names, summary, out_dir, live_dir, resume_root, branch, warnings)
+
+
+def seed_workers(cfg: dict[str, Any]) -> tuple[int, int]:
+    """(processes, torch threads each) for a run's seeds: ``seed_workers: 0`` (auto) trains up to one seed per core
+    in parallel on a CPU-only machine (small networks use two cores poorly: two seeds side by side, one thread each,
+    finish sooner than one after the other on two threads); 1 trains them one after the other."""
+    from genediag.config import select_device
+    from genediag.training.trainer import distributed_env
+
+    seeds, want = int(cfg["seeds"]), int(cfg.get("seed_workers", 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if seeds < 2 or want == 1 or distributed_env()[1] > 1 or select_device(cfg["fit"]["device"]).type != "cpu":
+        return 1, 0
+    workers = max(1, min(seeds, cores if want == 0 else want))
+    return (workers, max(1, cores // workers)) if workers > 1 else (1, 0)
+
+
+def _worker_init(threads: int, level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(threads)
+
+
+def train_seed(k: int, run: str, cfg: dict[str, Any], images: np.ndarray, table: pd.DataFrame, names: list[str],
+               in_chans: int, out_dir: Path, live_dir: str | Path | None, resume_root: str | Path | None,
+               branch: str, init: Callable[[nn.Module], Any] | None) -> dict[str, Any]:
+    """Train, calibrate and return the model of seed ``fit.seed + k`` (with its fit record and detectors)."""
+    seed = int(cfg["fit"]["seed"]) + k
+    seed_cfg = copy.deepcopy(cfg)
+    seed_cfg["fit"]["seed"] = seed
+    seed_everything(seed)
+    ds = split_datasets(images, table, cfg["input_size"], cfg["invert"], cfg["augment"], seed)
+    if cfg["fit"]["loss"].get("weight") == "balanced":
+        seed_cfg["fit"]["loss"]["weight"] = balanced_class_weights(ds["train"].targets, len(names))
+        log.info("class weights (balanced): %s", dict(zip(names, seed_cfg["fit"]["loss"]["weight"])))
+    weight = seed_cfg["fit"]["loss"].get("weight")
+    if isinstance(weight, list) and len(weight) != len(names):
+        raise ConfigError(f"{branch}.runs.{run}.fit.loss.weight: {len(weight)} weights for {len(names)} classes "
+                          f"{names}; give one per class or 'balanced'")
+    for s in ("train", "val"):
+        if len(ds[s]) == 0:
+            raise ConfigError(f"{run}: no {s} items for its classes; check the dataset's split")
+    log.info("%s: seed %d (%d of %d)", run, seed, k + 1, cfg["seeds"])
+    resume = Path(resume_root) / run / f"seed-{seed}" if resume_root else None
+    model, result = train_model(seed_cfg, ds, len(names), in_chans, out_dir if k == 0 else None,
+                                Path(live_dir) if (live_dir and k == 0) else None, resume, init)
+    temperature, ood = calibrate_model(model, ds, seed_cfg)
+    fit_info = {"seed": seed, "best_epoch": result.best_epoch, "best_val_loss": round(result.best_val_loss, 6),
+                "best_val_accuracy": None if result.best_val_accuracy is None else round(result.best_val_accuracy, 6),
+                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "temperature": temperature}
+    check = torch.stack([ds["val"][i][0] for i in range(min(64, len(ds["val"])))]) if k == 0 else None
+    return {"model": model, "seed": seed, "fit": fit_info, "timing": result.timing, "temperature": temperature,
+            "ood": ood, "check": check}
+
+
+def train_and_save(run: str, cfg: dict[str, Any], images: np.ndarray, table: pd.DataFrame, names: list[str],
+                   summary: dict[str, Any], out_dir: str | Path, live_dir: str | Path | None = None,
+                   resume_root: str | Path | None = ".genediag/resume", branch: str = "chromosomes",
+                   warnings: list[str] | None = None, init: Callable[[nn.Module], Any] | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``cfg['seeds']`` models on the rows of `table` with a ``target`` (−1: not in the task) and write the
+    run folder: checkpoints with their preprocessing, temperature and OOD detector, ``args.yaml``, ``fit.json``.
+
+    Seeds train side by side in worker processes when :func:`seed_workers` says so (`init` must then be picklable:
+    a module-level function or a ``functools.partial`` of one); each seed's result depends only on its seed and its
+    thread count, so a machine type gives the same models every time."""
+    out_dir = Path(out_dir)
+    warnings = list(warnings or [])
+    in_chans = 1 if images.ndim == 3 else images.shape[-1]
+    workers, threads = seed_workers(cfg)
+    args = (run, cfg, images, table, names, in_chans, out_dir, live_dir, resume_root, branch, init)
+    if workers > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        log.info("%s: %d seeds in %d worker processes, %d torch thread(s) each", run, cfg["seeds"], workers, threads)
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                    initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
+            results = list(pool.map(train_seed, range(int(cfg["seeds"])), *[[a] * int(cfg["seeds"]) for a in args]))
+    else:
+        results = [train_seed(k, *args) for k in range(int(cfg["seeds"]))]
+    infos = [{**r["fit"], "timing": r["timing"], "threads": threads or torch.get_num_threads(),
+              "seed_workers": workers} for r in results]
+    models = [(r["model"], r["seed"], r["fit"], r["temperature"], r["ood"]) for r in results]
+    deployed_check = results[0]["check"]
+    if not is_main_process():
+        return infos[0]
+    blobs = [checkpoint_dict(model, cfg["arch"], names, input_spec(summary, cfg, in_chans), extra={
+        "run": run, "branch": branch, "task": cfg["task"], "model": cfg["model"], "dataset": summary.get("dataset"),
+        "synthetic": bool(summary.get("synthetic")), "seed": seed, "fit": fit_info, "temperature": temperature,
+        "ood": ood, "warnings": warnings, "config": cfg, **(extra or {})})
+        for model, seed, fit_info, temperature, ood in models]
+    gio.save_torch(out_dir / "model.pt", blobs[0])
+    save_seed_checkpoints(out_dir / "seeds.pt", blobs[1:])
+    export_deployed(models[0][0], deployed_check, out_dir / "model.onnx")
+    write_yaml({"run": run, "branch": branch, **cfg}, out_dir / "args.yaml")
+    first = infos[0]["timing"]
+    gio.write_json(out_dir / "fit.json", {
+        "run": run, "classes": names, "items": {s: int(((table["split"] == s) & (table["target"] >= 0)).sum())
+                                                 for s in ("train", "val", "test")},
+        "train_images_per_second": first.get("train_images_per_second"),
+        "model_only_images_per_second": first.get("model_only_images_per_second"),
+        "epoch_rate_vs_model_only": first.get("epoch_rate_vs_model_only"),
+        "data_loading_share": first.get("data_loading_share"), "epoch_seconds": first.get("epoch_seconds"),
+        "peak_memory_mb": max(i["timing"].get("peak_memory_mb") or 0 for i in infos), "threads": first.get("threads"),
+        "seeds": infos, "warnings": warnings, **(extra or {})})
+    return infos[0]
