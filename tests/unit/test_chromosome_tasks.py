@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from genediag.config import ConfigError
-from genediag.evaluation.benchmark import benchmark_inputs, resolve_benchmark_config, time_inference
+from genediag.data.datasets import cap_per_class as cap_train_per_class
+from genediag.evaluation.benchmark import benchmark_inputs, time_inference
 from genediag.reports.chromosome_family import (
     accuracy_quartiles,
     best_counts,
@@ -20,8 +21,13 @@ from genediag.reports.chromosome_family import (
     per_class_rows,
     positive_class,
 )
-from genediag.training.run import balanced_class_weights, cap_train_per_class, resolve_run_config
-from genediag.training.trainer import create_loss
+from genediag.schema import BENCHMARK, resolve_run, validate
+from genediag.training.losses import create_loss
+from genediag.training.run import balanced_class_weights
+
+
+def resolve_benchmark_config(cfg):
+    return validate(cfg, BENCHMARK, "benchmark.<run>")
 
 
 def _table():
@@ -46,9 +52,10 @@ def test_cap_train_per_class_is_seeded_and_leaves_val_test_alone():
     assert v[v["split"] != "val"].equals(t[t["split"] != "val"])
     with pytest.raises(ValueError, match="test"):
         cap_train_per_class(t, 1, seed=0, split="test")
-    with pytest.raises(ConfigError, match="max_train_per_class"):
-        resolve_run_config("r", {"task": "t", "model": "m", "dataset": "d", "classes": "all",
-                                 "arch": {"name": "pinnacle_dcnn"}, "input_size": 32, "max_train_per_class": 0})
+    with pytest.raises(ConfigError, match=r"chromosomes\.runs\.r\.caps\.train: expected an integer >= 1"):
+        resolve_run("chromosomes", "r", {"families": {"f": {"arch": {"name": "pinnacle_dcnn"}, "input_size": 32}},
+                                         "runs": {"r": {"family": "f", "task": "t", "model": "m", "classes": "all",
+                                                        "caps": {"train": 0}}}})
 
 
 def test_balanced_class_weights_hand_computed():
@@ -118,53 +125,69 @@ def test_binary_counts_and_positive_class():
 TINY_COHORT = {"seed": 3, "normal_patients": 1, "abnormalities": ["t(9;22)(q34;q11.2)"], "patients_per_abnormality": 3,
                "cells_per_patient": {"normal": 1, "numerical": 1, "structural": 2}, "canvas": 64,
                "karyogram_size": [320, 240], "female_fraction": 0.0}
-BINARY_RUN = {"task": "binary-der22", "model": "dcnn", "dataset": "chromosomes",
-              "classes": {"22": ["22"], "der22": ["der22"]},
-              "arch": {"name": "pinnacle_dcnn", "channels": [8, 8, 8], "fc": [16, 16, 16], "dropout": 0.0},
-              "input_size": 32, "invert": True, "max_train_per_class": 3,
-              "fit": {"epochs": 2, "batch_size": 4, "loss": {"name": "cross_entropy", "weight": "balanced"},
-                      "device": "cpu", "optimizer": {"name": "adam", "lr": 0.01}}}
+SECTION = {"families": {"dcnn": {
+    "model": "dcnn", "arch": {"name": "pinnacle_dcnn", "channels": [8, 8, 8], "fc": [16, 16, 16], "dropout": 0.0},
+    "input_size": 32, "invert": True, "caps": {"train": 3},
+    "fit": {"epochs": 2, "batch_size": 4, "loss": {"name": "cross_entropy", "weight": "balanced"}, "device": "cpu",
+            "optimizer": {"name": "adam", "lr": 0.01}, "channels_last": False}}},
+    "runs": {"binary-der22-dcnn": {"family": "dcnn", "task": "binary-der22",
+                                   "classes": {"22": ["22"], "der22": ["der22"]}}}}
+EVIDENCE = {"bootstrap": 100, "seed": 0, "ece_bins": 15, "refer_below": 0.8, "mc_passes": 5, "mc_items": 20,
+            "runtime": "onnx", "threads": 1}
 
 
 @pytest.fixture(scope="module")
 def binary_run(tmp_path_factory):
-    from genediag.data.ingest import ingest
     from genediag.data.split import split_dataset
     from genediag.evaluation.benchmark import benchmark_run
     from genediag.evaluation.evaluate import evaluate_run
+    from genediag.pipeline import ingest_dataset
+    from genediag.schema import resolve_dataset
     from genediag.synthetic.cohort import generate_cohort
     from genediag.training.run import train_run
 
     root = tmp_path_factory.mktemp("family")
     generate_cohort(root / "synthetic", TINY_COHORT)
-    ingest({"source": str(root / "synthetic" / "chromosomes" / "manifest.csv"), "mode": "L", "size": 32,
-            "resize": "pad", "pad_value": 255, "min_side": 8, "max_side": 20000}, root / "data" / "ingested" /
-           "chromosomes")
-    split_dataset(root / "data" / "ingested" / "chromosomes", root / "data" / "splits" / "chromosomes.csv",
-                  {"train": 0.34, "val": 0.33, "test": 0.33}, seed=0)
-    info = train_run("binary-der22-dcnn", BINARY_RUN, data_dir=root / "data", out_dir=root / "models",
-                     live_root=root / "plots" / "training")
-    dirs = {"data_dir": root / "data", "models_dir": root / "models"}
-    metrics = evaluate_run("binary-der22-dcnn", BINARY_RUN, metrics_dir=root / "metrics", plots_dir=root / "plots",
-                           eval_dir=root / "evaluation", **dirs)
-    bench = benchmark_run("binary-der22-dcnn", BINARY_RUN, {"samples": 20, "batch_size": 8, "warmup": 1},
-                          out_dir=root / "benchmarks" / "inference", **dirs)
+    ds = {"kind": "chromosome_crops", "source": str(root / "synthetic" / "chromosomes" / "manifest.csv"),
+          "ingest": {"size": 32}, "split": {"ratios": {"train": 0.34, "val": 0.33, "test": 0.33}}}
+    data = root / "data" / "ingested" / "chromosomes"
+    split_csv = root / "data" / "splits" / "chromosomes.csv"
+    ingest_dataset("chromosomes", ds, data, progress=False)
+    split_dataset(data, split_csv, resolve_dataset("chromosomes", ds)["split"])
+    run = "binary-der22-dcnn"
+    cfg = resolve_run("chromosomes", run, SECTION)
+    info = train_run(run, cfg, data, split_csv, root / "models" / run, root / "plots" / "training" / run,
+                     resume_root=None)
+    metrics = evaluate_run(root / "models" / run, data, split_csv, root / "metrics" / "chromosomes" / f"{run}.json",
+                           root / "plots" / "chromosomes", root / "evaluation" / "chromosomes" / run, EVIDENCE)
+    bench = benchmark_run(root / "models" / run, data, split_csv, root / "benchmarks" / "inference" / f"{run}.json",
+                          {"samples": 20, "batch_size": 8, "warmup": 1})
     return root, info, metrics, bench
 
 
 def test_binary_run_trains_on_the_capped_weighted_task(binary_run):
-    root, info, metrics, _ = binary_run
-    assert info["classes"] == ["22", "der22"]
-    assert info["items"]["train"] <= 6  # at most 3 per class
     import yaml
 
+    root, info, metrics, _ = binary_run
+    fit = json.loads((root / "models" / "binary-der22-dcnn" / "fit.json").read_text())
+    assert fit["classes"] == ["22", "der22"]
+    assert fit["items"]["train"] <= 6  # at most 3 per class
+    assert fit["train_images_per_second"] > 0 and fit["epoch_seconds"]
     args = yaml.safe_load((root / "models" / "binary-der22-dcnn" / "args.yaml").read_text())
-    w = args["fit"]["loss"]["weight"]  # 'balanced' resolved from the training targets and recorded
-    assert isinstance(w, list) and len(w) == 2 and np.mean(w) == pytest.approx(1.0, abs=1e-5)
+    assert args["fit"]["loss"]["weight"] == "balanced" and args["run"] == "binary-der22-dcnn"
+    from genediag.models.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(root / "models" / "binary-der22-dcnn" / "model.pt")
+    w = ckpt["config"]["fit"]["loss"]["weight"]
+    assert ckpt["input"]["cache"]["size"] == 32 and ckpt["input"]["kind"] == "chromosome_crop"
     split = pd.read_csv(root / "data" / "splits" / "chromosomes.csv", dtype=str)
     n_test = int(split[(split["split"] == "test") & split["label"].isin(["22", "der22"])].shape[0])
     assert metrics["n"] == n_test  # the test split is not capped
     assert set(metrics["per_class_accuracy"]) == {"22", "der22"}
+    assert set(metrics["ci95"]) >= {"accuracy", "auc", "recall", "precision", "macro_f1"}
+    assert 0 <= metrics["ece"] <= 1 and metrics["ood"]["available"]
+    assert (root / "plots" / "chromosomes" / "referral" / "binary-der22-dcnn" / "max_probability.csv").is_file()
+    assert w == "balanced" or isinstance(w, list)
 
 
 def test_benchmark_file_is_outside_metrics(binary_run):
@@ -174,15 +197,18 @@ def test_benchmark_file_is_outside_metrics(binary_run):
     assert saved["samples"] == 20 and saved["seconds_per_1000_single"] > 0 and saved == bench
     assert (saved["task"], saved["model"], saved["run"]) == ("binary-der22", "dcnn", "binary-der22-dcnn")
     assert saved["machine"]["torch_threads"] >= 1 and saved["input"] == [1, 32, 32]
-    assert not any("seconds" in k for k in json.loads((root / "metrics" / "binary-der22" / "dcnn.json").read_text()))
+    metrics = json.loads((root / "metrics" / "chromosomes" / "binary-der22-dcnn.json").read_text())
+    assert not any("seconds" in k for k in metrics)
 
 
 def test_report_has_the_binary_table(binary_run):
     from genediag.reports.chromosomes import write_chromosome_report
 
     root, _, metrics, _ = binary_run
-    out = write_chromosome_report(["binary-der22"], "chromosomes", True, root / "reports" / "chromosomes.md",
-                                  metrics_dir=root / "metrics", plots_dir=root / "plots", data_dir=root / "data",
+    out = write_chromosome_report(["binary-der22"], root / "data" / "ingested" / "chromosomes",
+                                  root / "data" / "splits" / "chromosomes.json", root / "reports" / "chromosomes.md",
+                                  metrics_dir=root / "metrics" / "chromosomes", plots_dir=root / "plots" / "chromosomes",
+                                  karyotyping_metrics=root / "metrics" / "karyotyping",
                                   figures_dir=root / "reports" / "figures", cohort_figures_dir=root / "none",
                                   benchmarks_dir=root / "benchmarks" / "inference")
     text = out.read_text()

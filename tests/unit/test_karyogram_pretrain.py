@@ -1,21 +1,33 @@
-"""The karyogram base pretraining (stage pretrain_base@): slot boxes of the composer, slot-patch labels, the
-batch-norm fold, no reading of test patients, and a base that thesis_transfer loads."""
+"""The karyogram base pretraining (stage karyogram_base@): slot boxes of the composer, slot-patch labels, the
+batch-norm fold, no reading of test patients' crops, and a base that thesis_transfer loads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import genediag.karyograms.pretrain as pretrain
 from genediag.config import ConfigError
-from genediag.karyograms.pretrain import (PATCH_LABELS, BaseClassifier, fold_vgg16_bn, patient_cells, pretrain_base,
-                                          resolve_pretrain_config, slot_labels)
-from genediag.models import create_model
 from genediag.data.karyogram_layout import KARYOGRAM_ROWS, compose_karyogram
+from genediag.karyograms.pretrain import (PATCH_LABELS, BaseClassifier, fold_vgg16_bn, load_crops, patient_cells,
+                                          pretrain_base, resolve_base_config, slot_labels)
+from genediag.models import create_model
 
 SLOTS = [c for row in KARYOGRAM_ROWS for c in row]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small nets on 2 shared cores: one intra-op thread is faster and steadier than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def crop(label: str, size: int = 32) -> np.ndarray:
@@ -35,32 +47,38 @@ def cell_labels(sex="XX", extra=(), drop=()):
 
 
 def crop_dataset(root, patients=None):
-    """data/ingested/crops (one cell per patient) + data/splits/kg.csv (patient → split)."""
+    """A crop source (``crops/manifest.csv`` + PNG files, one cell per patient, the layout of the synthetic
+    cohort's chromosomes/) and a karyogram split ``splits/kg.csv`` (patient → split)."""
     patients = patients or {"T1": ("train", cell_labels()), "T2": ("train", cell_labels("XY", extra=["21"])),
                             "V1": ("val", cell_labels("XY")), "V2": ("val", cell_labels(drop=["7"])),
                             "S1": ("test", cell_labels()), "S2": ("test", cell_labels("XY"))}
-    rows, imgs, split_rows = [], [], []
+    rows, split_rows = [], []
     for pid, (split, labs) in patients.items():
+        (root / "crops" / pid).mkdir(parents=True)
         for lab in labs:
-            imgs.append(crop(lab))
-            rows.append({"index": len(rows), "path": f"{pid}/{len(rows)}.png", "label": lab, "group_id": pid,
-                         "cell_id": f"{pid}-C1"})
+            path = f"{pid}/{len(rows)}.png"
+            Image.fromarray(crop(lab)).save(root / "crops" / path)
+            rows.append({"path": path, "label": lab, "group_id": pid, "cell_id": f"{pid}-C1"})
         split_rows.append({"group_id": pid, "split": split, "label": "normal"})
-    d = root / "ingested" / "crops"
-    d.mkdir(parents=True)
-    np.save(d / "images.npy", np.stack(imgs))
-    pd.DataFrame(rows).to_csv(d / "manifest.csv", index=False)
+    pd.DataFrame(rows).to_csv(root / "crops" / "manifest.csv", index=False)
     (root / "splits").mkdir()
     pd.DataFrame(split_rows).to_csv(root / "splits" / "kg.csv", index=False)
     return pd.DataFrame(rows)
 
 
-def small_cfg(**kw):
-    cfg = {"backbone": "vgg16", "input_size": 64, "patch": 32, "crops": "crops", "patients_from": "kg",
-           "karyogram_size": [320, 240], "resize": 128, "karyograms": {"train": 6, "val": 3},
-           "max_patches": {"train": 64, "val": 32}, "fit": {"epochs": 1, "batch_size": 16, "device": "cpu"},
+def small_cfg(root, **kw):
+    cfg = {"backbone": "vgg16", "input_size": 64, "patch": 32, "crops": str(root / "crops" / "manifest.csv"),
+           "karyogram_size": [320, 240], "resize": 128, "crop_size": 32, "karyograms": {"train": 6, "val": 3},
+           "max_patches": {"train": 16, "val": 8}, "fit": {"epochs": 1, "batch_size": 8, "device": "cpu"},
            "workers": 1}
     return {**cfg, **kw}
+
+
+def loaded(root, **kw):
+    """(crops table with split, decoded crops, resolved config) as pretrain_base prepares them."""
+    cfg = resolve_base_config("t", small_cfg(root, **kw))
+    crops, images = load_crops(Path(cfg["crops"]), root / "splits" / "kg.csv", cfg["crop_size"], "test")
+    return crops, images, cfg
 
 
 # ------------------------------------------------------------------------------ composer slot boxes
@@ -100,11 +118,11 @@ def test_slot_labels():
 
 
 def test_slot_patch_labels_follow_the_counts(tmp_path):
-    table = crop_dataset(tmp_path)
-    cells = patient_cells(table, tmp_path / "splits" / "kg.csv", "test")
-    cfg = resolve_pretrain_config("t", small_cfg(max_changes=0, jitter=0.0, label_radius=0.1))
-    images = np.load(tmp_path / "ingested" / "crops" / "images.npy")
-    pretrain._STATE.update(images=images, labels=table["label"].tolist(), cells=cells, cfg=cfg)
+    crop_dataset(tmp_path)
+    crops, images, cfg = loaded(tmp_path, max_changes=0, jitter=0.0, label_radius=0.1)
+    cells = patient_cells(crops)
+    assert {s: len(c) for s, c in cells.items()} == {"train": 2, "val": 2}
+    pretrain._STATE.update(images=images, labels=crops["label"].tolist(), cells=cells, cfg=cfg)
     seen = set()
     for i in range(8):   # with no changes, each karyogram is one of the two train cells as it is
         x, y = pretrain.recompose("train", i)
@@ -121,57 +139,69 @@ def test_slot_patch_labels_follow_the_counts(tmp_path):
     assert seen == {"T1", "T2"}
 
 
-def test_cells_of_test_patients_are_never_read(tmp_path, monkeypatch):
+def test_crops_of_test_patients_are_never_read(tmp_path, monkeypatch):
+    """load_crops drops test patients before decoding: no file of theirs is opened, and the base trained from
+    the rest is a weights file of the network the karyogram runs build."""
     table = crop_dataset(tmp_path)
-    test_rows = set(table.index[table["group_id"].str.startswith("S")])
-    real = pretrain.load_ingested
-    read: set[int] = set()
+    test_files = {str(tmp_path / "crops" / p) for p in table.loc[table["group_id"].str.startswith("S"), "path"]}
+    real = pretrain.load_image
+    read: set[str] = set()
 
-    class Spy:
-        def __init__(self, arr):
-            self.arr, self.ndim, self.shape = arr, arr.ndim, arr.shape
+    def spy(path, *a, **kw):
+        read.add(str(path))
+        return real(path, *a, **kw)
 
-        def __len__(self):
-            return len(self.arr)
-
-        def __getitem__(self, i):
-            read.add(int(i))
-            return self.arr[i]
-
-    monkeypatch.setattr(pretrain, "load_ingested", lambda d: (lambda m, a: (m, Spy(np.asarray(a))))(*real(d)))
-    info = pretrain_base("t", small_cfg(), data_dir=tmp_path, out_dir=tmp_path / "bases",
-                         metrics_dir=tmp_path / "metrics")
-    assert read and not read & test_rows
+    monkeypatch.setattr(pretrain, "load_image", spy)
+    info = pretrain_base("t", small_cfg(tmp_path), tmp_path / "splits" / "kg.csv", tmp_path / "bases" / "t",
+                         tmp_path / "metrics" / "t.json", resume_root=None)
+    assert len(read) == len(table) - len(test_files) and not read & test_files
     assert info["cells"] == {"train": 2, "val": 2}
-    assert set(json.loads((tmp_path / "metrics" / "t.json").read_text())["val_patch_accuracy"]) == \
-        set(PATCH_LABELS) | {"all labels"}
-    # the base is a weights file of the network the karyogram runs build
+    assert info["patches"]["train"] <= 16 and info["patches"]["val"] <= 8
+    metrics = json.loads((tmp_path / "metrics" / "t.json").read_text())
+    assert set(metrics["val_patch_accuracy"]) == set(PATCH_LABELS) | {"all labels"}
+    assert {"weights.pth", "args.yaml", "fit.json"} <= {p.name for p in (tmp_path / "bases" / "t").iterdir()}
     m = create_model("thesis_transfer", 2, 1, 64, backbone="vgg16", pretrained=str(tmp_path / "bases/t/weights.pth"))
     state = torch.load(tmp_path / "bases/t/weights.pth")
     assert torch.equal(m.base[0].weight, state["features.0.weight"])
 
 
 def test_recomposition_is_the_same_for_any_worker_count(tmp_path):
-    table = crop_dataset(tmp_path)
-    cells = patient_cells(table, tmp_path / "splits" / "kg.csv", "test")
-    images = np.load(tmp_path / "ingested" / "crops" / "images.npy")
-    out = [pretrain.make_patches(images, table["label"].tolist(), cells, resolve_pretrain_config("t", small_cfg(
-        workers=w)), "train") for w in (1, 2)]
+    crop_dataset(tmp_path)
+    crops, images, _ = loaded(tmp_path)
+    cells = patient_cells(crops)
+    out = [pretrain.make_patches(images, crops["label"].tolist(), cells, loaded(tmp_path, workers=w)[2], "train")
+           for w in (1, 2)]
     assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
 
 
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="too small for inception_v3"):
-        resolve_pretrain_config("t", small_cfg(backbone="inception_v3"))
+        resolve_base_config("t", small_cfg(tmp_path, backbone="inception_v3"))
     with pytest.raises(ConfigError, match="missing 'backbone'"):
-        resolve_pretrain_config("t", {"input_size": 64})
+        resolve_base_config("t", {"input_size": 64, "crops": "c.csv"})
     with pytest.raises(ConfigError, match="unknown key"):
-        resolve_pretrain_config("t", small_cfg(epochs=3))
+        resolve_base_config("t", small_cfg(tmp_path, epochs=3))   # epochs belongs under fit
+    with pytest.raises(ConfigError, match="need patch <= input_size <= resize"):
+        resolve_base_config("t", small_cfg(tmp_path, input_size=256))
     table = crop_dataset(tmp_path)
-    with pytest.raises(ConfigError, match="cell_id"):
-        patient_cells(table.drop(columns="cell_id"), tmp_path / "splits" / "kg.csv", "x")
-    with pytest.raises(FileNotFoundError, match="split"):
-        patient_cells(table, tmp_path / "splits" / "missing.csv", "x")
+    split_csv = tmp_path / "splits" / "kg.csv"
+    no_cells = tmp_path / "crops" / "no_cells.csv"
+    table.drop(columns="cell_id").to_csv(no_cells, index=False)
+    with pytest.raises(ConfigError, match="no 'cell_id' column"):
+        load_crops(no_cells, split_csv, 32, "t")
+    with pytest.raises(FileNotFoundError, match="crops the base recomposes"):
+        load_crops(tmp_path / "crops" / "missing.csv", split_csv, 32, "t")
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        load_crops(tmp_path / "crops" / "manifest.csv", tmp_path / "splits" / "missing.csv", 32, "t")
+    only_test = tmp_path / "splits" / "only_test.csv"
+    pd.DataFrame({"group_id": ["T1", "T2", "V1", "V2"], "split": "test"}).to_csv(only_test, index=False)
+    with pytest.raises(ConfigError, match="none of the train/val patients"):
+        load_crops(tmp_path / "crops" / "manifest.csv", only_test, 32, "t")
+    no_val = tmp_path / "splits" / "no_val.csv"
+    pd.DataFrame({"group_id": ["T1", "T2", "V1", "V2"], "split": "train"}).to_csv(no_val, index=False)
+    crops, _ = load_crops(tmp_path / "crops" / "manifest.csv", no_val, 32, "t")
+    with pytest.raises(ConfigError, match="no crops of val-split patients"):
+        patient_cells(crops)
 
 
 # ------------------------------------------------------------------------------ batch-norm fold
@@ -195,22 +225,45 @@ def test_folded_vgg16_bn_computes_the_same_features():
 
 
 def test_runs_load_a_base_trained_for_their_backbone_and_scale():
-    """params.yaml: a run with pretrained: models/bases/<name>/weights.pth uses that base's backbone and input
-    size (a slot has the size the base learned), and the base never reads the runs' test patients' split."""
-    from pathlib import Path
-
+    """params.yaml: a karyogram run with pretrained: models/bases/<name>/weights.pth uses that base's backbone and
+    input size (a slot has the size the base learned); the base takes its train/val patients from the dataset the
+    runs' balanced dataset was derived from, at that dataset's ingest size and with the same blanked title band."""
     import yaml
 
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    from genediag.schema import BASE, resolve_dataset, resolve_run, validate
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    kg = params["karyograms"]
+    balance = kg["balance"][kg["dataset"]]
     used = 0
-    for run, rc in params["train"].items():
+    for run in kg["runs"]:
+        rc = resolve_run("karyograms", run, kg)
         pre = str(rc["arch"].get("pretrained", ""))
         if not pre.startswith("models/bases/"):
             continue
-        base = params["pretrain_base"][Path(pre).parts[2]]
+        base = validate(kg["bases"][Path(pre).parts[2]], BASE, "params.yaml: karyograms.bases")
         assert (base["backbone"], base["input_size"]) == (rc["arch"]["backbone"], rc["input_size"]), run
-        assert base["patients_from"] == params["balance"][rc["dataset"]]["source"], run
-        assert base["resize"] == params["ingest"][base["patients_from"]]["size"], run
-        assert base["blank_top"] == params["balance"][rc["dataset"]]["blank_top"], run
+        assert base["patients"] == balance["source"], run
+        assert base["resize"] == resolve_dataset(base["patients"], params["datasets"][base["patients"]])["ingest"]["size"]
+        assert base["blank_top"] == balance["blank_top"], run
         used += 1
     assert used == 4   # the four VGG16 rows of Table 5.1
+
+
+def test_a_disabled_base_is_a_placeholder_that_runs_reject(tmp_path):
+    """Real data: `enabled: false` writes the stage's outputs without training, and a run pointing at them stops
+    with an error that says what to do instead of silently starting from random or synthetic weights."""
+    import json
+
+    from genediag.config import ConfigError
+    from genediag.karyograms.pretrain import pretrain_base
+    from genediag.models import create_model
+
+    out = pretrain_base("vgg16", {"enabled": False, "backbone": "vgg16", "input_size": 32, "crops": "nowhere",
+                                  "resize": 64, "patch": 32}, tmp_path / "split.csv", tmp_path / "base",
+                        tmp_path / "m.json")
+    assert out["enabled"] is False and json.loads((tmp_path / "m.json").read_text())["enabled"] is False
+    assert (tmp_path / "base" / "weights.pth").is_file()
+    with pytest.raises(ConfigError, match=r"karyograms.bases.vgg16 is disabled .* arch.pretrained"):
+        create_model("thesis_transfer", num_classes=2, in_chans=1, img_size=32, backbone="vgg16",
+                     pretrained=str(tmp_path / "base" / "weights.pth"))

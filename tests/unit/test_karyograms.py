@@ -10,12 +10,26 @@ import torch
 import torch.nn as nn
 
 from genediag.config import ConfigError
-from genediag.karyograms.augment import (AUGMENT_DEFAULTS, apply_params, augment, best_layout_match, blank_top,
-                                         layout_preserved, resolve_augment_config)
+from genediag.karyograms.augment import apply_params, augment, best_layout_match, blank_top, layout_preserved
 from genediag.karyograms.balance import balance_dataset, plan_counts
 from genediag.karyograms.mc_dropout import (enable_mc_dropout, mc_dropout_predict, mc_summary, referral_curve,
                                             referral_metrics)
 from genediag.models import create_model
+from genediag.schema import KARYOGRAM_AUGMENT, resolve_run, validate
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small nets on 2 shared cores: one intra-op thread is faster and steadier than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def augment_cfg(**over):
+    """A ``balance.<name>.augment`` entry with the schema's defaults filled in."""
+    return validate(over, KARYOGRAM_AUGMENT, "test.augment")
 
 
 def karyogram_like(seed=0, size=96):
@@ -48,7 +62,7 @@ def test_layout_check_catches_flips_rotations_and_shifts(move):
 def test_augmentations_never_move_content():
     """Many random draws at the strongest settings: each output is still best explained by the original in place,
     including a flipped or rotated starting image (so the check is not fooled by symmetry)."""
-    cfg = resolve_augment_config({"blur_prob": 1.0, "blur_sigma": [0.3, 1.5]})
+    cfg = augment_cfg(blur_prob=1.0, blur_sigma=[0.3, 1.5])
     rng = np.random.default_rng(1)
     for seed in range(4):
         for base in (karyogram_like(seed), np.ascontiguousarray(karyogram_like(seed)[:, ::-1])):
@@ -60,7 +74,7 @@ def test_augmentations_never_move_content():
 
 def test_augmentation_bounds_and_record_replay():
     img = karyogram_like(3)
-    cfg = resolve_augment_config({})
+    cfg = augment_cfg()
     rng = np.random.default_rng(0)
     for _ in range(20):
         out, params = augment(img, rng, cfg)
@@ -71,9 +85,13 @@ def test_augmentation_bounds_and_record_replay():
     p = {"brightness": 1.0, "blur_sigma": 0.0, "noise_fraction": 0.05, "noise_sigma": 60.0, "noise_seed": 7}
     changed = (apply_params(img, p) != img).mean()
     assert 0.02 < changed <= 0.05
-    with pytest.raises(ConfigError):
-        resolve_augment_config({"rotate": 10})
-    assert set(AUGMENT_DEFAULTS) == {"brightness", "noise_fraction", "noise_sigma", "blur_prob", "blur_sigma"}
+    # pixel-level knobs only: a geometric one is an unknown key; the defaults are the thesis' ranges
+    with pytest.raises(ConfigError, match="unknown key"):
+        augment_cfg(rotate=10)
+    with pytest.raises(ConfigError, match="brightness"):
+        augment_cfg(brightness=1.0)   # a factor of 0 would black out the image
+    assert cfg == {"brightness": 0.25, "noise_fraction": 0.05, "noise_sigma": 40.0, "blur_prob": 0.5,
+                   "blur_sigma": [0.3, 1.2]}
 
 
 def test_blank_top():
@@ -92,32 +110,48 @@ def test_plan_counts():
 
 
 def tiny_dataset(root, n_norm=(12, 3, 3), n_abn=(5, 2, 2), size=48):
-    """data/ingested/kg + data/splits/kg.csv with one patient per karyogram."""
+    """``ingested/kg`` (manifest, images, summary: the ingest format) + ``splits/kg.csv`` (+ .json), one patient
+    per karyogram; normal karyograms alternate 46,XX / 46,XY, abnormal ones are 47,XX,+21."""
     rows, imgs = [], []
     i = 0
     for label, counts in (("normal", n_norm), ("abnormal", n_abn)):
         for split, n in zip(("train", "val", "test"), counts):
             for _ in range(n):
                 imgs.append(karyogram_like(i, size))
+                karyotype = ("46,XX" if i % 2 == 0 else "46,XY") if label == "normal" else "47,XX,+21"
                 rows.append({"index": i, "path": f"src/{i}.png", "label": label, "group_id": f"P{i:03d}",
-                             "cell_id": f"P{i:03d}-C1", "sha256": f"{i:064x}", "width": size, "height": size,
-                             "karyotype": "46,XX" if label == "normal" else "47,XX,+21", "split": split})
+                             "cell_id": f"P{i:03d}-C1", "fixed_split": "", "sha256": f"{i:064x}",
+                             "pixel_sha256": f"{i + 1000:064x}", "width": size, "height": size,
+                             "karyotype": karyotype, "split": split})
                 i += 1
     table = pd.DataFrame(rows)
     d = root / "ingested" / "kg"
     d.mkdir(parents=True)
     np.save(d / "images.npy", np.stack(imgs))
     table.drop(columns="split").to_csv(d / "manifest.csv", index=False)
+    classes = table["label"].value_counts().sort_index().to_dict()
+    (d / "summary.json").write_text(json.dumps(
+        {"dataset": "kg", "kind": "karyograms", "source": "src/manifest.csv", "synthetic": True, "input": len(table),
+         "accepted": len(table), "quarantined": 0, "classes": classes, "groups": len(table),
+         "image_shape": [size, size], "mode": "L", "ingest": {"mode": "L", "size": size, "resize": "stretch"}}))
     (root / "splits").mkdir()
     table.to_csv(root / "splits" / "kg.csv", index=False)
+    (root / "splits" / "kg.json").write_text(json.dumps(
+        {"stratify_on": ["label"], "items": table["split"].value_counts().sort_index().to_dict(),
+         "groups": table["split"].value_counts().sort_index().to_dict(),
+         "labels": {s: g["label"].value_counts().sort_index().to_dict() for s, g in table.groupby("split")}}))
     return table
+
+
+def balance(root, name="kg-bal", **cfg):
+    return balance_dataset(name, {"source": "kg", **cfg}, root / "ingested" / "kg", root / "splits" / "kg.csv",
+                           root / "ingested" / name, root / "splits" / f"{name}.csv")
 
 
 @pytest.mark.parametrize("ratio,factor", [(1.0, 1.0), (0.8, 2.0)])
 def test_balancing_reaches_target_and_never_leaks(tmp_path, ratio, factor):
     src = tiny_dataset(tmp_path)
-    cfg = {"source": "kg", "target_ratio": ratio, "majority_factor": factor, "blank_top": 0.1, "seed": 3}
-    summary = balance_dataset("kg-bal", cfg, data_dir=tmp_path)
+    summary = balance(tmp_path, target_ratio=ratio, majority_factor=factor, blank_top=0.1, seed=3)
     out = pd.read_csv(tmp_path / "splits" / "kg-bal.csv", dtype={"group_id": str}, keep_default_na=False)
     images = np.load(tmp_path / "ingested" / "kg-bal" / "images.npy")
     source_images = np.load(tmp_path / "ingested" / "kg" / "images.npy")
@@ -126,14 +160,19 @@ def test_balancing_reaches_target_and_never_leaks(tmp_path, ratio, factor):
     assert train["normal"] == major and train["abnormal"] >= ratio * major
     assert train["abnormal"] < ratio * major + 1
     assert summary["balance"]["train_after"] == train.sort_index().to_dict()
+    assert summary["synthetic"] is True and summary["derived_from"] == "kg" and summary["blank_top"] == 0.1
+    assert summary["balance"]["augment"] == augment_cfg()   # the schema's defaults, recorded
     gen = out[out["generated"] == 1]
     assert len(gen) == (train.sum() - 17)
-    # generated rows: train only, from train sources, same patient and label as the source
+    # generated rows: train only, from train sources, same patient, label and karyotype as the source
     assert set(gen["split"]) == {"train"}
     srcs = src.set_index("index").loc[gen["source_index"]]
     assert set(srcs["split"]) == {"train"}
     assert (srcs["label"].to_numpy() == gen["label"].to_numpy()).all()
     assert (srcs["group_id"].to_numpy() == gen["group_id"].to_numpy()).all()
+    assert (srcs["karyotype"].to_numpy() == gen["karyotype"].to_numpy()).all()
+    # a generated image is new pixels: its own hashes, so the leakage audit can tell it from its source
+    assert not set(gen["pixel_sha256"]) & set(src["pixel_sha256"])
     # validation and test are the source rows, unchanged apart from the blanked top
     for s in ("val", "test"):
         a, b = out[out["split"] == s], src[src["split"] == s]
@@ -145,20 +184,23 @@ def test_balancing_reaches_target_and_never_leaks(tmp_path, ratio, factor):
     for _, r in gen.head(5).iterrows():
         again = apply_params(blank_top(source_images[r["source_index"]], 0.1), json.loads(r["transform"]))
         assert np.array_equal(images[r["index"]], again)
-    # the manifest loads like any ingested dataset and matches its split table
-    from genediag.training.run import load_split_data
+    # the derived dataset loads like any ingested dataset and matches its split table
+    from genediag.data.datasets import load_split_data
 
     _, table, names = load_split_data(tmp_path / "ingested" / "kg-bal", tmp_path / "splits" / "kg-bal.csv",
                                       ["normal", "abnormal"])
     assert names == ["normal", "abnormal"] and len(table) == len(out)
+    assert json.loads((tmp_path / "splits" / "kg-bal.json").read_text())["balanced_from"] == "kg"
 
 
 def test_balancing_rejects_bad_config(tmp_path):
     tiny_dataset(tmp_path)
-    with pytest.raises(ConfigError):
-        balance_dataset("kg-bal", {"source": "kg", "target_ratio": 1.5}, data_dir=tmp_path)
-    with pytest.raises(ConfigError):
-        balance_dataset("kg", {"source": "kg"}, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="target_ratio"):
+        balance(tmp_path, target_ratio=1.5)
+    with pytest.raises(ConfigError, match="must differ from its source"):
+        balance(tmp_path, name="kg")
+    with pytest.raises(ConfigError, match="unknown key"):
+        balance(tmp_path, augment={"rotate": 10})
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -309,39 +351,84 @@ def test_mc_summary_vote_confidence_and_referral():
     assert mc_summary(tie, ["normal", "abnormal"])["predicted"].tolist() == ["abnormal"]
 
 
+def test_mc_dropout_stage_and_evaluation_helpers_agree(vgg_small):
+    """The evaluation's MC-dropout helper (models.inference, used by evaluate@ and predict) switches on the same
+    dropout layers as the mc_dropout@ stage, leaves batch norm alone, is seeded, and its referral curve
+    (evaluation.uncertainty) matches the stage's on the cases both keep."""
+    from genediag.evaluation.uncertainty import referral_curve as evaluation_referral_curve
+    from genediag.models.inference import dropout_modules, mc_dropout_votes
+
+    ds = ToyDataset(n=5)
+    drops = dropout_modules(vgg_small)
+    assert [id(m) for m in drops] == [id(vgg_small.head.drop1), id(vgg_small.head.drop2)]
+    mean = vgg_small.head.bn.running_mean.clone()
+    votes = mc_dropout_votes(vgg_small, ds.x, passes=6, seed=2)
+    assert votes.shape == (6, 5, 2) and np.allclose(votes.sum(2), 1.0, atol=1e-5)
+    assert np.array_equal(votes, mc_dropout_votes(vgg_small, ds.x, passes=6, seed=2))
+    assert not np.array_equal(votes, mc_dropout_votes(vgg_small, ds.x, passes=6, seed=3))
+    assert (votes[:, :, 1].std(0) > 0).all()
+    assert torch.equal(mean, vgg_small.head.bn.running_mean) and not any(m.training for m in vgg_small.modules())
+    plain = create_model("pinnacle_dcnn", 2, 1, 32, channels=[4, 4, 4], fc=[8, 8, 8], dropout=0.0)
+    assert mc_dropout_votes(plain, ds.x, passes=3, seed=0) is None   # no dropout: no votes
+
+    y = np.array([1, 0, 0, 1])
+    pred = np.array([1, 0, 1, 0])
+    conf = np.array([1.0, 0.8, 0.6, 0.6])
+    stage = referral_curve(y, pred, conf)
+    ev = evaluation_referral_curve(conf, pred == y)
+    assert ev["referred_fraction"].tolist() == stage["referred_fraction"].tolist()[:-1] == [0.0, 0.5, 0.75]
+    assert ev["accuracy"].tolist() == stage["accuracy"].tolist()[:-1] == [0.5, 1.0, 1.0]
+    assert stage["referred_fraction"].iloc[-1] == 1.0 and pd.isna(stage["accuracy"].iloc[-1])  # all referred
+
+
 # --------------------------------------------------------------------------------------------- hpsearch
+TOY_SECTION = {   # a karyograms: section with one family and one run, as params.yaml has them
+    "families": {"toy": {
+        "task": "kg", "model": "toy", "classes": ["normal", "abnormal"],
+        "arch": {"name": "pinnacle_dcnn", "channels": [4, 4, 4], "fc": [8, 8, 8]}, "input_size": 16,
+        "fit": {"epochs": 1, "batch_size": 4, "device": "cpu", "optimizer": {"name": "adam", "lr": 0.1},
+                "scheduler": {"name": "onecycle", "max_lr": 0.1}}}},
+    "runs": {"toy": {"family": "toy"}, "toy-plain": {"family": "toy", "fit": {"scheduler": {"name": "none"}}}},
+}
+
+
 def test_hpsearch_is_deterministic_and_writes_a_preset(tmp_path):
+    import copy
+
     import yaml
 
     from genediag.karyograms.hpsearch import run_hpsearch
-    from genediag.training.run import resolve_run_config
-
-    def deep_merge(base, over):  # what `python -m genediag.presets apply` does with a preset's sections
-        for k, v in over.items():
-            if isinstance(v, dict) and isinstance(base.get(k), dict):
-                deep_merge(base[k], v)
-            else:
-                base[k] = v
+    from genediag.presets import deep_merge
 
     tiny_dataset(tmp_path, size=32)
-    run_cfg = {"task": "kg", "model": "toy", "dataset": "kg", "classes": ["normal", "abnormal"],
-               "arch": {"name": "pinnacle_dcnn", "channels": [4, 4, 4], "fc": [8, 8, 8]}, "input_size": 16,
-               "fit": {"epochs": 1, "batch_size": 4, "device": "cpu", "optimizer": {"name": "adam", "lr": 0.1},
-                       "scheduler": {"name": "onecycle", "max_lr": 0.1}}}
-    cfg = {"run": "toy", "dataset": "kg", "trials": 3, "epochs": 1, "max_train_items": 8, "seed": 0}
-    a = run_hpsearch("toy", cfg, run_cfg, data_dir=tmp_path, out_dir=tmp_path / "hp1")
-    b = run_hpsearch("toy", cfg, run_cfg, data_dir=tmp_path, out_dir=tmp_path / "hp2")
+    data, split = tmp_path / "ingested" / "kg", tmp_path / "splits" / "kg.csv"
+    rcfg = resolve_run("karyograms", "toy", TOY_SECTION)
+    cfg = {"run": "toy", "trials": 3, "epochs": 1, "max_train_items": 8, "seed": 0}
+    a = run_hpsearch("search", cfg, rcfg, data, split, out_dir=tmp_path / "hp1")
+    b = run_hpsearch("search", cfg, rcfg, data, split, out_dir=tmp_path / "hp2")
     assert a == b and 1e-5 <= a["lr"] <= 1e-2 and a["batch_size"] in (8, 16, 32) and a["train_items"] == 8
-    trials = pd.read_csv(tmp_path / "hp1" / "toy.trials.csv")
+    assert (tmp_path / "hp1" / "search.trials.csv").read_bytes() == (tmp_path / "hp2" / "search.trials.csv").read_bytes()
+    trials = pd.read_csv(tmp_path / "hp1" / "search.trials.csv")
     assert len(trials) == 3 and trials["val_loss"].min() == pytest.approx(a["best_val_loss"], abs=1e-6)
     assert trials["lr"].nunique() == 3
-    # the preset turns the result into params of the searched run
-    preset = yaml.safe_load((tmp_path / "hp1" / "toy.preset.yaml").read_text())
-    params = {"train": {"toy": json.loads(json.dumps(run_cfg))}}
-    deep_merge(params, {k: v for k, v in preset.items() if k != "preset"})
-    fit_cfg = resolve_run_config("toy", params["train"]["toy"])["fit"]
+    assert json.loads((tmp_path / "hp1" / "search.json").read_text()) == a
+    # the preset (what `python -m genediag.presets apply` merges) turns the result into params of the searched run
+    preset = yaml.safe_load((tmp_path / "hp1" / "search.preset.yaml").read_text())
+    assert set(preset) == {"preset", "karyograms"} and list(preset["karyograms"]["runs"]) == ["toy"]
+    params = {"karyograms": copy.deepcopy(TOY_SECTION)}
+    params = deep_merge(params, {k: v for k, v in preset.items() if k != "preset"})
+    fit_cfg = resolve_run("karyograms", "toy", params["karyograms"])["fit"]
     assert fit_cfg["optimizer"]["name"] == "adam" and fit_cfg["optimizer"]["lr"] == a["lr"]
-    assert fit_cfg["scheduler"]["max_lr"] == a["lr"] and fit_cfg["batch_size"] == a["batch_size"]
+    assert fit_cfg["scheduler"] == {**rcfg["fit"]["scheduler"], "max_lr": a["lr"]} and fit_cfg["batch_size"] == a["batch_size"]
+    assert resolve_run("karyograms", "toy-plain", params["karyograms"]) == resolve_run("karyograms", "toy-plain", TOY_SECTION)
+    # a run whose scheduler sets no max_lr gets none from the search (StepLR, e.g., would refuse the argument)
+    plain = run_hpsearch("plain", {**cfg, "run": "toy-plain", "trials": 1}, resolve_run("karyograms", "toy-plain",
+                                                                                         TOY_SECTION),
+                         data, split, out_dir=tmp_path / "hp3")
+    fit_part = yaml.safe_load((tmp_path / "hp3" / "plain.preset.yaml").read_text())["karyograms"]["runs"]["toy-plain"]["fit"]
+    assert fit_part == {"optimizer": {"lr": plain["lr"]}, "batch_size": plain["batch_size"]}
+    with pytest.raises(ConfigError, match="low < high"):
+        run_hpsearch("bad", {**cfg, "lr": [0.1, 0.01]}, rcfg, data, split, out_dir=tmp_path / "hp4")
 
 
 # -------------------------------------------------------------------------- cached features, standardisation
@@ -384,23 +471,25 @@ def test_training_on_cached_features_equals_training_the_whole_model(tmp_path):
     """cache_features only changes where the frozen layers run: the suffix trained on cached prefix outputs ends
     with the same weights as the whole model trained on the images (same seed; fit.restore_best: false keeps
     the last epoch). train_run wires this up (cached outputs, calibration) and writes a loadable model."""
+    from genediag.data.datasets import load_split_data, split_datasets
     from genediag.models.checkpoint import load_checkpoint
-    from genediag.training.run import (FeatureDataset, cached_features, load_split_data, make_datasets,
-                                       resolve_run_config, train_run)
+    from genediag.training.run import FeatureDataset, cached_features, train_run
     from genediag.training.trainer import fit
 
-    tiny_dataset(tmp_path, size=40)
-    cfg = {"task": "kg", "model": "vgg", "dataset": "kg", "classes": ["normal", "abnormal"], "input_size": 32,
-           "invert": True, "cache_features": True,
-           "arch": {"name": "thesis_transfer", "backbone": "vgg16", "trainable": "last_block", "standardize": True,
-                    "dense": 16},
-           "fit": {"epochs": 2, "batch_size": 6, "device": "cpu", "loss": {"name": "bce"},
-                   "optimizer": {"name": "sgd", "lr": 0.05}, "early_stopping": {"patience": 0},
-                   "restore_best": False, "channels_last": False}}
-    rc = resolve_run_config("r", cfg)
-    images, table, names = load_split_data(tmp_path / "ingested" / "kg", tmp_path / "splits" / "kg.csv",
-                                           rc["classes"])
-    ds = make_datasets(images, table, rc)
+    tiny_dataset(tmp_path, n_norm=(6, 3, 3), n_abn=(4, 2, 2), size=40)
+    section = {"families": {"vgg": {
+        "task": "kg", "model": "vgg", "classes": ["normal", "abnormal"], "input_size": 32, "invert": True,
+        "cache_features": True,
+        "arch": {"name": "thesis_transfer", "backbone": "vgg16", "trainable": "last_block", "standardize": True,
+                 "dense": 16},
+        "fit": {"epochs": 2, "batch_size": 6, "device": "cpu", "loss": {"name": "bce"},
+                "optimizer": {"name": "sgd", "lr": 0.05}, "early_stopping": {"patience": 0},
+                "restore_best": False, "channels_last": False, "resume": False}}},
+        "runs": {"r": {"family": "vgg", "recalibrate_bn": True}}}
+    rc = resolve_run("karyograms", "r", section)
+    data, split_csv = tmp_path / "ingested" / "kg", tmp_path / "splits" / "kg.csv"
+    images, table, names = load_split_data(data, split_csv, rc["classes"])
+    ds = split_datasets(images, table, rc["input_size"], rc["invert"])
     arch = {k: v for k, v in rc["arch"].items() if k != "name"}
     torch.manual_seed(0)
     a = create_model("thesis_transfer", 2, 1, 32, **arch)
@@ -420,27 +509,36 @@ def test_training_on_cached_features_equals_training_the_whole_model(tmp_path):
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-5), (k, (sa[k].float() - sb[k].float()).abs().max())
     # the run: cached, calibrated, recalibrated batch norm, last epoch kept, the whole model saved
-    info = train_run("r", {**cfg, "recalibrate_bn": True}, data_dir=tmp_path, out_dir=tmp_path / "models",
-                     live_root=tmp_path / "live")
-    assert info["epochs_run"] == 2
+    info = train_run("r", rc, data, split_csv, tmp_path / "models" / "r", resume_root=None, branch="karyograms")
+    assert info["epochs_run"] == 2 and info["best_epoch"] == 2   # restore_best: false → the last epoch
     model, meta = load_checkpoint(tmp_path / "models" / "r" / "model.pt")
     assert model.standardize.running_var.ne(1).any()  # calibrated, saved with the model
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1)
+    assert meta["class_names"] == ["normal", "abnormal"] and meta["run"] == "r"
 
 
 # ----------------------------------------------------------------------------------- metrics and report
-def test_ranking_metrics_binary_and_multiclass():
-    from genediag.evaluation.evaluate import ranking_metrics
+def test_headline_metrics_and_roc_table_binary_and_multiclass():
+    """What evaluate@ reports for the karyogram runs: with two classes the positive (class 1, abnormal) precision,
+    recall and ROC AUC, and the ROC points of class 1; with more classes no AUC and a micro-averaged ROC."""
+    from genediag.evaluation.evaluate import roc_table
+    from genediag.evaluation.metrics import headline_metrics
 
     y = np.array([0, 0, 1, 1])
     p1 = np.array([0.1, 0.6, 0.4, 0.9])
-    m, roc = ranking_metrics(y, np.stack([1 - p1, p1], 1), ["normal", "abnormal"])
-    assert m["auc"] == pytest.approx(0.75) and m["positive_class"] == "abnormal"
-    assert m["recall"] == 0.5 and m["precision"] == 0.5
+    probs = np.stack([1 - p1, p1], 1)
+    m = headline_metrics(y, probs.argmax(1), probs, ["normal", "abnormal"])
+    assert m["auc"] == pytest.approx(0.75) and m["recall"] == 0.5 and m["precision"] == 0.5
+    assert m["accuracy"] == 0.5 and m["macro_sensitivity"] == 0.5
+    roc = roc_table(y, probs)
     assert list(roc.columns) == ["fpr", "tpr", "threshold"] and roc["tpr"].iloc[-1] == 1.0
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(0.75)
+    assert roc["threshold"].between(0, 1).all()
     y3 = np.array([0, 1, 2])
-    m3, roc3 = ranking_metrics(y3, np.eye(3), ["a", "b", "c"])
-    assert m3["auc_micro"] == 1.0 and "auc" not in m3
+    m3 = headline_metrics(y3, y3, np.eye(3), ["a", "b", "c"])
+    assert "auc" not in m3 and m3["accuracy"] == 1.0
+    roc3 = roc_table(y3, np.eye(3))
+    assert np.trapezoid(roc3["tpr"], roc3["fpr"]) == pytest.approx(1.0)   # micro-averaged, perfect
 
 
 def test_abnormality_type():
@@ -455,58 +553,66 @@ def test_abnormality_type():
 
 def test_report_renders_table_mc_and_missed_types(tmp_path):
     """The report from minimal stage outputs: Table 5.1 rows (published cells '—', never invented), ROC and
-    referral figures, MC-dropout numbers and the missed abnormality types."""
+    referral figures, MC-dropout numbers, the sex-chromosome confound check and the missed abnormality types."""
+    import yaml
+
     from genediag.reports.karyograms import write_karyogram_report
 
     data = tmp_path / "data"
     tiny_dataset(data)
-    (data / "ingested" / "kg" / "summary.json").write_text(json.dumps(
-        {"source": "src/manifest.csv", "accepted": 26, "quarantined": 0, "groups": 26,
-         "classes": {"abnormal": 9, "normal": 18}, "image_shape": [48, 48]}))
-    (data / "splits" / "kg.json").write_text(json.dumps(
-        {"items": {"train": 17, "val": 5, "test": 5}, "groups": {"train": 17, "val": 5, "test": 5},
-         "labels": {"train": {"normal": 12, "abnormal": 5}, "val": {"normal": 3, "abnormal": 2},
-                    "test": {"normal": 3, "abnormal": 2}}}))
-    runs = {"kg-vgg16-frozen": {"model": "vgg16-frozen", "input_size": 64,
-                                "arch": {"backbone": "vgg16", "trainable": "frozen", "pretrained": False}}}
-    (tmp_path / "metrics" / "kg").mkdir(parents=True)
-    (tmp_path / "metrics" / "kg" / "vgg16-frozen.json").write_text(json.dumps(
-        {"n": 5, "accuracy": 0.6, "precision": 0.5, "recall": 0.5, "auc": 0.75, "best_epoch": 2, "epochs_run": 3}))
-    (tmp_path / "plots" / "roc" / "kg").mkdir(parents=True)
+    balance(data, "kg-bal", blank_top=0.1)   # the runs' dataset: train balanced, val/test the source rows
+    split_csv = data / "splits" / "kg-bal.csv"
+    test_rows = pd.read_csv(split_csv, dtype=str, keep_default_na=False).query("split == 'test'")
+    assert test_rows["karyotype"].tolist() == ["46,XY", "46,XX", "46,XY", "47,XX,+21", "47,XX,+21"]
+    ev, metrics, plots = tmp_path / "evaluation", tmp_path / "metrics", tmp_path / "plots"
+    run = "kg-vgg16-frozen"
+    (ev / run).mkdir(parents=True)
+    (ev / run / "args.yaml").write_text(yaml.safe_dump(
+        {"run": run, "model": "vgg16-frozen", "input_size": 64, "fit": {"restore_best": True},
+         "arch": {"name": "thesis_transfer", "backbone": "vgg16", "trainable": "frozen", "pretrained": None}}))
+    metrics.mkdir()
+    (metrics / f"{run}.json").write_text(json.dumps(
+        {"n": 5, "accuracy": 0.6, "precision": 0.5, "recall": 0.5, "auc": 0.75, "macro_sensitivity": 0.5833,
+         "best_epoch": 2, "epochs_run": 3}))
+    (plots / "roc").mkdir(parents=True)
     pd.DataFrame({"fpr": [0, 0.5, 1], "tpr": [0, 0.5, 1], "threshold": [1, 0.5, 0]}).to_csv(
-        tmp_path / "plots" / "roc" / "kg" / "vgg16-frozen.csv", index=False)
-    (tmp_path / "evaluation" / "kg-vgg16-frozen").mkdir(parents=True)
-    pd.DataFrame({"index": [24, 25, 21], "target": ["abnormal", "abnormal", "normal"],
-                  "predicted": ["normal", "abnormal", "normal"]}).to_csv(
-        tmp_path / "evaluation" / "kg-vgg16-frozen" / "predictions.csv", index=False)
-    (tmp_path / "metrics" / "mc_dropout").mkdir(parents=True)
-    (tmp_path / "metrics" / "mc_dropout" / "m.json").write_text(json.dumps(
-        {"run": "kg-vgg16-frozen", "passes": 100, "seed": 0, "split": "test", "threshold": 0.8, "n": 5,
+        plots / "roc" / f"{run}.csv", index=False)
+    idx = [int(i) for i in test_rows["index"]]
+    pd.DataFrame({"index": idx, "target": ["normal"] * 3 + ["abnormal"] * 2,
+                  "predicted": ["normal", "abnormal", "normal", "normal", "abnormal"]}).to_csv(
+        ev / run / "predictions.csv", index=False)
+    (metrics / "mc_dropout").mkdir()
+    (metrics / "mc_dropout" / "m.json").write_text(json.dumps(
+        {"run": run, "passes": 100, "seed": 0, "split": "test", "threshold": 0.8, "n": 5,
          "referred": 2, "referral_rate": 0.4, "wrong": 1, "wrong_referred": 1, "missed_positive": 0, "positives": 2,
          "all": {"n": 5, "accuracy": 0.8, "recall": 0.5, "precision": 1.0},
          "retained": {"n": 3, "accuracy": 1.0, "recall": 1.0, "precision": 1.0}}))
-    (tmp_path / "evaluation" / "mc_dropout" / "m").mkdir(parents=True)
-    pd.DataFrame({"cell_id": ["P024-C1"], "karyotype": ["47,XX,+21"], "target": ["abnormal"],
+    (ev / "mc_dropout" / "m").mkdir(parents=True)
+    pd.DataFrame({"cell_id": [f"P{idx[3]:03d}-C1"], "karyotype": ["47,XX,+21"], "target": ["abnormal"],
                   "predicted": ["normal"], "mean_p_abnormal": [0.45], "mean_p_predicted": [0.55],
-                  "confidence": [0.6], "referred": [1]}).to_csv(
-        tmp_path / "evaluation" / "mc_dropout" / "m" / "wrong.csv", index=False)
-    (tmp_path / "plots" / "referral").mkdir(parents=True)
+                  "confidence": [0.6], "referred": [1]}).to_csv(ev / "mc_dropout" / "m" / "wrong.csv", index=False)
+    (plots / "mc_referral").mkdir(parents=True)
     pd.DataFrame({"threshold": [0.6, 0.8, 1.0], "referred_fraction": [0.0, 0.4, 0.8], "retained": [5, 3, 1],
                   "accuracy": [0.8, 1.0, 1.0], "recall": [0.5, 1.0, None]}).to_csv(
-        tmp_path / "plots" / "referral" / "m.csv", index=False)
-    cfg = {"dataset": "kg", "balanced": None, "task": "kg", "runs": ["kg-vgg16-frozen"], "mc_dropout": ["m"]}
-    out = write_karyogram_report(cfg, runs, True, tmp_path / "reports" / "k.md", data_dir=data,
-                                 metrics_dir=tmp_path / "metrics", plots_dir=tmp_path / "plots",
-                                 eval_dir=tmp_path / "evaluation", hpsearch_dir=tmp_path / "hpsearch",
-                                 figures_dir=tmp_path / "reports" / "figures")
+        plots / "mc_referral" / "m.csv", index=False)
+    figures = tmp_path / "reports" / "figures"
+    out = write_karyogram_report({"runs": [run]}, data / "ingested" / "kg", data / "ingested" / "kg-bal", split_csv,
+                                 tmp_path / "reports" / "k.md", metrics_dir=metrics, plots_dir=plots, eval_dir=ev,
+                                 hpsearch_dir=tmp_path / "hpsearch", figures_dir=figures)
     text = out.read_text()
-    assert "Synthetic data" in text and "Table 5.1" in text
+    assert "Synthetic data" in text and "Table 5.1" in text and "(synthetic cohort)" in text
     published = [line for line in text.splitlines() if line.startswith("| published")]
     assert len(published) == 7 and all(line.count("—") >= 4 for line in published)
-    assert "| ours (synthetic data) | VGG16 | base frozen (head only) | 0.6000 | 0.5000 | 0.5000 | 0.7500 |" in text
+    assert ("| ours (synthetic data) | VGG16 | base frozen (head only) | 0.6000 | 0.5000 | 0.5000 | 0.7500 | 0.5833 "
+            "| 5 | 64 | 2/3 | no (random init) |") in text
+    assert "Balancing (stage `balance@kg-bal`)" in text and "{'abnormal': 5, 'normal': 12}" in text
     assert "| +21 | numerical | 2 | 1 |" in text             # one of the two +21 test karyograms missed
-    assert "| 46,XX | 1 | 0 |" in text                      # false positives among normal karyograms, by sex
-    assert "| test | 0 / 3 | 0 / 2 | 0.5000 |" in text       # the "no Y -> abnormal" rule on the test split
-    assert "Referral rate: **0.400**" in text and "P024-C1" in text
-    assert (tmp_path / "reports" / "figures" / "roc.png").exists()
-    assert (tmp_path / "reports" / "figures" / "referral_m.png").exists()
+    assert "| 46,XX | 1 | 1 |" in text and "| 46,XY | 2 | 0 |" in text   # false positives among normals, by sex
+    assert "| test | 2 / 1 | 0 / 2 | 0.8330 | 1.0000 | 0.8330 |" in text   # the "no Y -> abnormal" rule on test
+    assert "Referral rate: **0.400**" in text and f"P{idx[3]:03d}-C1" in text
+    assert "Hyper-parameter search" not in text                # no search ran: no section
+    assert (figures / "roc.png").exists() and (figures / "referral_m.png").exists()
+    with pytest.raises(ConfigError, match="has no evaluation"):
+        write_karyogram_report({"runs": ["nope"]}, data / "ingested" / "kg", data / "ingested" / "kg-bal", split_csv,
+                               tmp_path / "reports" / "k2.md", metrics_dir=metrics, plots_dir=plots, eval_dir=ev,
+                               hpsearch_dir=tmp_path / "hpsearch", figures_dir=figures)

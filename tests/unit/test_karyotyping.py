@@ -25,7 +25,7 @@ from genediag.models import register_model
 from genediag.models.checkpoint import save_checkpoint
 from genediag.reports.karyotyping import karyotyping_section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = list(NORMAL_CHROMOSOMES)  # 1..22, X, Y
 IDX = {c: i for i, c in enumerate(CLASSES)}
 PRIORS = {"46,XX": 0.40, "46,XY": 0.40, "47,XX,+21": 0.03, "47,XY,+21": 0.03, "47,XX,+18": 0.015,
@@ -204,8 +204,8 @@ def write_dataset(root: Path, cells: dict, with_cell_id=True, dataset="chr", spl
         for label, origin, level in crops:
             i = len(rows)
             rows.append({"index": i, "path": f"{cid}_{i}.png", "label": label, "group_id": cid.split("-")[0],
-                         "cell_id": cid if with_cell_id else "", "sha256": f"{i:064x}", "width": 16, "height": 16,
-                         "karyotype": kt, "origin": origin})
+                         "cell_id": cid if with_cell_id else "", "fixed_split": "", "sha256": f"{i:064x}",
+                         "pixel_sha256": f"{i:064x}", "width": 16, "height": 16, "karyotype": kt, "origin": origin})
             images.append(bar_image(level))
     ing = root / "data" / "ingested" / dataset
     ing.mkdir(parents=True)
@@ -216,21 +216,28 @@ def write_dataset(root: Path, cells: dict, with_cell_id=True, dataset="chr", spl
     manifest.assign(split=split or "test").to_csv(root / "data" / "splits" / f"{dataset}.csv", index=False)
 
 
-def write_oracle(root: Path, run="oracle"):
+def write_oracle(root: Path, run="oracle", synthetic=True, val_accuracy=0.9):
     model = BarOracle(len(CLASSES))
     save_checkpoint(root / "models" / run / "model.pt", model, {"name": "test_bar_oracle"}, CLASSES,
-                    {"size": 16, "in_chans": 1, "invert": False}, extra={"run": run, "dataset": "chr"})
-    (root / "models" / run / "fit.json").write_text(json.dumps({"best_val_loss": 0.5}))
+                    {"size": 16, "in_chans": 1, "invert": False, "kind": "chromosome_crop"},
+                    extra={"run": run, "dataset": "chr", "synthetic": synthetic,
+                           "fit": {"best_val_accuracy": val_accuracy}})
 
 
 def stage_cfg(**kw):
-    return {"dataset": "chr", "model_run": "oracle", "hypotheses": PRIORS, "karyogram_size": [320, 240], **kw}
+    return {"model_run": "oracle", "hypotheses": PRIORS, "karyogram_size": [320, 240], "nofit_quantile": None, **kw}
+
+
+def outputs(root: Path) -> dict:
+    return {"metrics": root / "metrics" / "karyotyping" / "oracle.json",
+            "confusion": root / "plots" / "karyotyping" / "oracle.csv",
+            "eval_dir": root / "evaluation" / "karyotyping" / "oracle",
+            "example": root / "reports" / "figures" / "karyotyping_example.png"}
 
 
 def run_stage(root: Path, cfg: dict, synthetic=True):
-    return karyotype_cells(cfg, synthetic=synthetic, data_dir=root / "data", models_dir=root / "models",
-                           metrics_dir=root / "metrics", plots_dir=root / "plots", eval_dir=root / "evaluation",
-                           example_png=root / "reports" / "figures" / "karyotyping_example.png")
+    return karyotype_cells(cfg, root / "data" / "ingested" / "chr", root / "data" / "splits" / "chr.csv",
+                           root / "models", outputs(root), {"bootstrap": 100, "seed": 0, "runtime": "torch"})
 
 
 def crops_of(labels, ambiguous=None):
@@ -267,9 +274,12 @@ def test_stage_calls_cells_and_writes_outputs(stage_run):
     assert m["cells"] == 4 and m["crops"] == 46 + 47 + 46 + 45
     assert m["crops_scored"] == m["crops"] - 1  # the der22 crop is not a model class
     assert m["crop_accuracy_before"] < m["crop_accuracy_after"] == 1.0
-    assert m["karyotype_accuracy"] == 1.0 and m["cells_counts_exact_after"] == 1.0
+    assert m["exact_karyotype_accuracy"] == 1.0 and m["cells_counts_exact_after"] == 1.0
     assert m["cells_counts_exact_before"] == 0.75  # P2's argmax counts three 22s
     assert m["abnormal_cells"] == 2 and m["sensitivity"] == 1.0 and m["specificity"] == 1.0
+    assert m["exact_karyotype_accuracy_abnormal"] == 1.0 and m["referred"] == 0
+    assert set(m["ci95"]) == {"exact_karyotype_accuracy", "exact_karyotype_accuracy_abnormal", "sensitivity",
+                              "specificity"}
     assert "seconds" not in json.dumps(m)
     saved = json.loads((root / "metrics" / "karyotyping" / "oracle.json").read_text())
     assert saved == m
@@ -303,17 +313,17 @@ def test_stage_is_deterministic(stage_run, tmp_path):
 
 def test_report_section(stage_run):
     root, _ = stage_run
-    md = karyotyping_section(root / "reports" / "chromosomes.md", True, root / "metrics", root / "plots",
-                             root / "reports" / "figures" / "karyotyping_example.png")
+    md = karyotyping_section(root / "reports" / "chromosomes.md", True, root / "metrics" / "karyotyping",
+                             root / "plots" / "karyotyping", root / "reports" / "figures" / "karyotyping_example.png")
     assert "Cell-level karyotyping (synthetic cohort)" in md
-    assert "| oracle | 4 | 183 |" in md and "47,XX,+21" in md
+    assert "| oracle | 4 | 183 |" in md and "47,XX,+21" in md and "Exact karyotype" in md
     assert "(figures/karyotyping_example.png)" in md
 
 
 def test_truth_missing_is_logged_not_fatal(tmp_path, caplog):
     cells = {"U1": ("", [("unknown", "", bar_level(IDX[c])) for c in cell_labels("XY")])}
     write_dataset(tmp_path, cells)
-    write_oracle(tmp_path)
+    write_oracle(tmp_path, synthetic=False)
     m = run_stage(tmp_path, stage_cfg(), synthetic=False)
     assert m["cells"] == 1 and m["crops_scored"] == 0 and m["crop_accuracy_before"] is None
     assert m["cells_with_truth"] == 0 and "truth" in m and "sensitivity" not in m
@@ -327,7 +337,7 @@ def test_cell_split_across_splits_has_no_truth(tmp_path, caplog):
                   split=["train"] * 10 + ["test"] * 82)  # P1-C1 lost 10 crops to the training split
     write_oracle(tmp_path)
     m = run_stage(tmp_path, stage_cfg())
-    assert m["cells"] == 2 and m["cells_with_truth"] == 1 and m["karyotype_accuracy"] == 1.0
+    assert m["cells"] == 2 and m["cells_with_truth"] == 1 and m["exact_karyotype_accuracy"] == 1.0
     assert "1 cells have crops outside the splits ['test']" in caplog.text
     cells = pd.read_csv(tmp_path / "evaluation" / "karyotyping" / "oracle" / "cells.csv", dtype=str,
                         keep_default_na=False)
@@ -335,16 +345,16 @@ def test_cell_split_across_splits_has_no_truth(tmp_path, caplog):
 
 
 def test_select_best_run_and_config_errors(tmp_path):
-    for run, loss in (("a", 0.3), ("b", 0.1), ("c", 0.2)):
-        (tmp_path / run).mkdir()
-        (tmp_path / run / "fit.json").write_text(json.dumps({"best_val_loss": loss}))
+    """best = the highest validation accuracy (validation losses of runs with different losses do not compare)."""
+    for run, acc in (("a", 0.937), ("b", 0.967), ("c", 0.95)):
+        write_oracle(tmp_path, run=run, val_accuracy=acc)
     cfg = resolve_config(stage_cfg(model_run="best", candidate_runs=["a", "b", "c"]))
-    assert select_model_run(cfg, tmp_path) == "b"
+    assert select_model_run(cfg, tmp_path / "models") == "b"
     with pytest.raises(FileNotFoundError, match="candidate run 'z'"):
-        select_model_run(resolve_config(stage_cfg(model_run="best", candidate_runs=["a", "z"])), tmp_path)
+        select_model_run(resolve_config(stage_cfg(model_run="best", candidate_runs=["a", "z"])), tmp_path / "models")
     with pytest.raises(ConfigError, match="unknown key"):
         resolve_config(stage_cfg(hypothesis={}))
-    with pytest.raises(ConfigError, match="write '46,YX' as '46,XY'"):
+    with pytest.raises(ConfigError, match="46,YX"):
         resolve_config(stage_cfg(hypotheses={"46,YX": 1}))
     with pytest.raises(ConfigError, match="candidate_runs"):
         resolve_config(stage_cfg(model_run="best"))
@@ -352,10 +362,13 @@ def test_select_best_run_and_config_errors(tmp_path):
 
 def test_stage_without_cell_id_skips_cleanly(tmp_path):
     write_dataset(tmp_path, {"P1-C1": ("46,XY", crops_of(cell_labels("XY")))}, with_cell_id=False)
-    params = {"ingest": {"chr": {"source": "data/raw/manifest.csv"}}, "karyotype": stage_cfg()}
+    params = {"karyotyping": stage_cfg(), "evidence": {"bootstrap": 100}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    res = subprocess.run([sys.executable, str(ROOT / "stages" / "karyotype.py")], cwd=tmp_path, env=env,
+    out = outputs(tmp_path)
+    res = subprocess.run([sys.executable, str(ROOT / "stages" / "karyotype.py"), "data/ingested/chr",
+                          "data/splits/chr.csv", "models", str(out["metrics"]), str(out["confusion"]),
+                          str(out["eval_dir"]), str(out["example"])], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "no cell_id" in res.stderr
@@ -363,6 +376,6 @@ def test_stage_without_cell_id_skips_cleanly(tmp_path):
         "no cell_id in manifest"
     assert (tmp_path / "plots" / "karyotyping" / "oracle.csv").read_text().strip() == "actual,predicted"
     assert (tmp_path / "reports" / "figures" / "karyotyping_example.png").is_file()
-    md = karyotyping_section(tmp_path / "reports" / "chromosomes.md", False, tmp_path / "metrics",
-                             tmp_path / "plots")
+    md = karyotyping_section(tmp_path / "reports" / "chromosomes.md", False, tmp_path / "metrics" / "karyotyping",
+                             tmp_path / "plots" / "karyotyping")
     assert "skipped: no cell_id in manifest" in md

@@ -416,6 +416,54 @@ def test_cohort_manifests_and_counts(cohorts):
     assert s["crops_per_label"]["der22"] == 1 and s["crops_per_label"]["iXq"] == 1
 
 
+def test_generated_cohort_is_marked_synthetic_and_a_copy_is_not(cohorts, tmp_path):
+    """The generator writes GENEDIAG_SYNTHETIC_COHORT at the cohort root; ingest (synthetic: auto) then says
+    "synthetic" for its datasets. The same manifest and images copied elsewhere without the marker (a user's
+    export of the cohort) count as real data; an explicit synthetic: true/false overrides either way."""
+    import shutil
+
+    from genediag.data.ingest import SYNTHETIC_MARKER, is_synthetic, load_ingested
+    from genediag.pipeline import ingest_dataset
+
+    a = cohorts["a"]
+    marker = a / SYNTHETIC_MARKER
+    assert marker.is_file() and "synthetic" in marker.read_text() and "genediag.synthetic.cohort" in marker.read_text()
+    crops = {"kind": "chromosome_crops", "source": str(a / "chromosomes" / "manifest.csv"), "labels": "chromosomes32",
+             "ingest": {"size": 32}}
+    karyograms = {"kind": "karyograms", "source": str(a / "karyograms" / "manifest.csv"), "labels": ["normal", "abnormal"],
+                  "ingest": {"size": 64}}
+    review = tmp_path / "review"
+    s_crops = ingest_dataset("crops", crops, tmp_path / "ing" / "crops", review, progress=False)
+    s_kg = ingest_dataset("kg", karyograms, tmp_path / "ing" / "kg", review, progress=False)
+    assert s_crops["synthetic"] is True and s_kg["synthetic"] is True
+    assert s_crops["accepted"] == sum(cohorts["summary"]["crops_per_label"].values()) and s_crops["quarantined"] == 0
+
+    export = tmp_path / "export"
+    for sub in ("chromosomes", "karyograms"):   # manifest + images, not the marker
+        shutil.copytree(a / sub, export / sub)
+    assert not any(p.name == SYNTHETIC_MARKER for p in export.rglob("*"))
+    c_crops = ingest_dataset("crops", {**crops, "source": str(export / "chromosomes" / "manifest.csv")},
+                             tmp_path / "copy" / "crops", review, progress=False)
+    c_kg = ingest_dataset("kg", {**karyograms, "source": str(export / "karyograms" / "manifest.csv")},
+                          tmp_path / "copy" / "kg", review, progress=False)
+    assert c_crops["synthetic"] is False and c_kg["synthetic"] is False
+    assert (c_crops["accepted"], c_kg["accepted"]) == (s_crops["accepted"], s_kg["accepted"])
+    # the same data all the same: only the label "synthetic" differs
+    m1, i1 = load_ingested(tmp_path / "ing" / "crops")
+    m2, i2 = load_ingested(tmp_path / "copy" / "crops")
+    assert np.array_equal(i1, i2) and m1["pixel_sha256"].tolist() == m2["pixel_sha256"].tolist()
+    forced = ingest_dataset("crops", {**crops, "source": str(export / "chromosomes" / "manifest.csv"),
+                                      "synthetic": True}, tmp_path / "forced", review, progress=False)
+    assert forced["synthetic"] is True
+    assert is_synthetic(a / "chromosomes" / "manifest.csv", False) is False
+    # the marker counts for sources at most two folders below it, not for anything deeper
+    deep = export / "x" / "y" / "z"
+    deep.mkdir(parents=True)
+    shutil.copy(marker, export / SYNTHETIC_MARKER)
+    assert is_synthetic(export / "chromosomes" / "manifest.csv") and is_synthetic(export / "x" / "y")
+    assert not is_synthetic(deep / "manifest.csv")
+
+
 def test_cohort_deterministic(cohorts):
     a, b, c = cohorts["a"], cohorts["b"], cohorts["c"]
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())

@@ -21,36 +21,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from genediag.config import ConfigError, check_keys, select_device
+from genediag.config import select_device
 
 log = logging.getLogger(__name__)
-
-BENCHMARK_DEFAULTS: dict[str, Any] = {
-    "samples": 1000,      # ChromosomeNet: time to predict 1000 samples
-    "batch_size": 256,    # the batched figure
-    "warmup": 10,         # untimed forward passes first (allocator, oneDNN kernel selection)
-    "threads": 0,         # torch intra-op threads; 0 = torch's default
-    "device": "cpu",      # 'auto' picks CUDA/MPS when present
-    "split": "test",      # where the samples come from (cycled when the split has fewer)
-}
-
-
-def resolve_benchmark_config(cfg: dict[str, Any] | None, where: str = "params.yaml: benchmark.<run>") -> dict[str, Any]:
-    cfg = dict(cfg or {})
-    check_keys(cfg, set(BENCHMARK_DEFAULTS), where)
-    out = {**BENCHMARK_DEFAULTS, **cfg}
-    for key in ("samples", "batch_size"):
-        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
-            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {out[key]!r}")
-    for key in ("warmup", "threads"):
-        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 0:
-            raise ConfigError(f"{where}.{key}: expected an integer >= 0, got {out[key]!r}")
-    return out
-
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """What the timings were measured on (CPU model, cores, threads, load) — for the report."""
@@ -138,24 +116,27 @@ def benchmark_inputs(dataset, samples: int) -> torch.Tensor:
     return torch.stack([dataset[i % len(dataset)][0] for i in range(samples)])
 
 
-def benchmark_run(run: str, cfg: dict[str, Any], bench_cfg: dict[str, Any] | None = None,
-                  data_dir: str | Path = "data", models_dir: str | Path = "models",
-                  out_dir: str | Path = "benchmarks/inference") -> dict[str, Any]:
-    """Benchmark the trained model of ``train.<run>``; writes ``<out_dir>/<run>.json`` and returns it."""
+def benchmark_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | Path, out_json: str | Path,
+                  bench_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark the trained model of a run folder on its dataset; writes `out_json` and returns it."""
+    from genediag import io as gio
+    from genediag.data.datasets import CachedImageDataset, load_split_data
     from genediag.models.checkpoint import load_checkpoint
-    from genediag.training.run import load_split_data, make_datasets, resolve_run_config
+    from genediag.schema import BENCHMARK, validate
 
-    cfg = resolve_run_config(run, cfg)
-    bench = resolve_benchmark_config(bench_cfg)
+    bench = validate(bench_cfg, BENCHMARK, "benchmark")
     if bench["threads"]:
         torch.set_num_threads(bench["threads"])
     device = select_device(bench["device"])
-    data_dir = Path(data_dir)
-    model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
-    images, table, names = load_split_data(data_dir / "ingested" / cfg["dataset"],
-                                           data_dir / "splits" / f"{cfg['dataset']}.csv", cfg["classes"])
-    ds = make_datasets(images, table, {**cfg, "augment": []})[bench["split"]]
+    model, meta = load_checkpoint(Path(run_dir) / "model.pt")
+    cfg = meta["config"]
+    _, table, _ = load_split_data(dataset_dir, split_csv, cfg["classes"], need=(bench["split"],))
+    images = np.load(Path(dataset_dir) / "images.npy", mmap_mode="r")
+    rows = table[(table["split"] == bench["split"]) & (table["target"] >= 0)]
+    ds = CachedImageDataset(images, rows["index"].to_numpy(), rows["target"].to_numpy(), meta["input"]["size"],
+                            invert=bool(meta["input"]["invert"]))
     x = benchmark_inputs(ds, bench["samples"])
+    run = meta["run"]
     log.info("%s: timing %d samples of size %s one at a time and in batches of %d on %s", run, len(x),
              tuple(x.shape[1:]), bench["batch_size"], device)
     timing = time_inference(model, x, bench["batch_size"], bench["warmup"], device, desc=run)
@@ -168,9 +149,7 @@ def benchmark_run(run: str, cfg: dict[str, Any], bench_cfg: dict[str, Any] | Non
         "machine": machine_info(device),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = Path(out_dir) / f"{run}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    gio.write_json(out_json, result)
     log.info("%s: %.2f s per 1000 samples one at a time, %.2f s batched (%s)", run,
              result["seconds_per_1000_single"], result["seconds_per_1000_batched"], result["machine"]["cpu"])
     return result

@@ -1,6 +1,20 @@
-"""Evaluate a trained run on its test split: metrics JSON (git-tracked, for `dvc metrics diff`), a per-item
-actual/predicted table (for the `confusion` plot template), the ROC curve (``plots/roc/<task>/<model>.csv``,
-x=fpr, y=tpr; binary tasks: class 1 positive, with ``auc``) and per-item class probabilities."""
+"""Evaluate a trained run on its test split, with the evidence a reviewer needs to trust (or distrust) a number.
+
+Reads the run folder (``model.pt``, ``args.yaml``: the resolved run entry; the other seeds' models in ``seeds.pt``) and the
+dataset; writes
+
+- ``metrics/<branch>/<run>.json``: accuracy and the macro averages (binary tasks: precision, recall and AUC of
+  class 1), each with ``ci95`` from a bootstrap over **patients** (``evidence.bootstrap`` resamples, seeded);
+  ``ece`` after and ``ece_uncalibrated`` before the validation-fitted temperature; the referral at
+  ``evidence.refer_below``; the out-of-distribution check (the share of in-distribution test images and of
+  probes — noise, blank, other pictures — that are referred); per-class accuracy;
+- ``metrics/<branch>/<run>.seeds.json``: every seed's headline figures and their mean, sd, min and max;
+- ``plots/<branch>/``: ``confusion/<run>.csv`` (actual, predicted), ``roc/<run>.csv`` (fpr, tpr), ``reliability/
+  <run>.csv`` (confidence vs accuracy per bin, before and after the temperature), ``referral/<run>/`` (accuracy of
+  the retained cases vs the referred fraction, by the calibrated top probability and by MC-dropout agreement);
+- ``evaluation/<run>/``: ``predictions.csv`` (per item: probabilities, confidence, OOD score, referral),
+  ``per_class.csv``, ``probes.csv`` and the model card.
+"""
 
 from __future__ import annotations
 
@@ -12,98 +26,192 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
-from genediag.evaluation.metrics import classification_metrics
+from genediag import io as gio
+from genediag.data.datasets import CachedImageDataset, load_split_data
+from genediag.evaluation.metrics import classification_metrics, headline_metrics
+from genediag.evaluation.probes import prepare_probe, probe_images
+from genediag.evaluation.uncertainty import (bootstrap_ci, expected_calibration_error, referral_curve,
+                                             reliability_table, seed_summary)
 from genediag.models.checkpoint import load_checkpoint
-from genediag.training.run import load_split_data, make_datasets, resolve_run_config
-from genediag.training.trainer import predict_proba
+from genediag.models.inference import (input_problem, input_thumbnails, mc_dropout_votes, ood_score, runner_for,
+                                       scores_and_features, softmax)
 
 log = logging.getLogger(__name__)
+HEADLINE_KEYS = ("accuracy", "macro_precision", "macro_sensitivity", "macro_specificity", "macro_f1", "precision",
+                 "recall", "auc")
 
 
-def ranking_metrics(y: np.ndarray, probs: np.ndarray, names: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Threshold-free metrics and the ROC curve (columns fpr, tpr, threshold) for ``plots/roc/``.
+def roc_table(y: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """ROC points for ``plots/roc``: class 1 vs the rest (binary) or micro-averaged one-vs-rest (more classes)."""
+    from sklearn.metrics import roc_curve
 
-    Two classes: class 1 is the positive class (e.g. ``abnormal`` with ``classes: [normal, abnormal]``) →
-    ``positive_class``, its ``precision`` and ``recall``, and ``auc`` from p_<class 1>. More classes: the
-    micro-averaged one-vs-rest ROC over all (item, class) pairs → ``auc_micro``. An AUC that is undefined (a
-    single class in the split) is null."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    k = len(names)
-    if k == 2:
-        truth, score = (y == 1).astype(int), probs[:, 1]
-        tp = int(((probs.argmax(1) == 1) & (y == 1)).sum())
-        pp, p = int((probs.argmax(1) == 1).sum()), int((y == 1).sum())
-        out: dict[str, Any] = {"positive_class": names[1], "precision": tp / pp if pp else 0.0,
-                               "recall": tp / p if p else 0.0}
-        key = "auc"
-    else:
-        truth = (y[:, None] == np.arange(k)[None, :]).astype(int).ravel()
-        score = probs.ravel()
-        out, key = {}, "auc_micro"
+    k = probs.shape[1]
+    truth = (y == 1).astype(int) if k == 2 else (y[:, None] == np.arange(k)[None, :]).astype(int).ravel()
+    score = probs[:, 1] if k == 2 else probs.ravel()
     if 0 < truth.sum() < len(truth):
         fpr, tpr, thr = roc_curve(truth, score)
-        out[key] = float(roc_auc_score(truth, score))
     else:
         fpr, tpr, thr = np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([np.inf, -np.inf])
-        out[key] = None
-    roc = pd.DataFrame({"fpr": np.round(fpr, 6), "tpr": np.round(tpr, 6),
-                        "threshold": np.round(np.clip(thr, 0.0, 1.0), 6)})
-    return out, roc
+    return pd.DataFrame({"fpr": np.round(fpr, 6), "tpr": np.round(tpr, 6),
+                         "threshold": np.round(np.clip(thr, 0.0, 1.0), 6)})
 
 
-def evaluate_run(run: str, cfg: dict[str, Any], data_dir: str | Path = "data", models_dir: str | Path = "models",
-                 metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots",
-                 eval_dir: str | Path = "evaluation", split: str = "test") -> dict[str, Any]:
-    cfg = resolve_run_config(run, cfg)
-    torch.manual_seed(cfg["fit"]["seed"])
-    data_dir = Path(data_dir)
-    model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
-    images, table, names = load_split_data(data_dir / "ingested" / cfg["dataset"],
-                                           data_dir / "splits" / f"{cfg['dataset']}.csv", cfg["classes"])
+def _rounded(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def ood_check(model: torch.nn.Module, meta: dict[str, Any], test_scores: np.ndarray, n: int, seed: int,
+              batch_size: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Referral of in-distribution test images and of OOD probes by the input checks and the OOD threshold."""
+    spec, ood = meta["input"], meta.get("ood")
+    if not ood:
+        return {"available": False}, pd.DataFrame()
+    mode = (spec.get("cache") or {}).get("mode", "L" if int(spec["in_chans"]) == 1 else "RGB")
+    rows = []
+    for kind, images in probe_images(mode, n, seed).items():
+        cache = np.stack([prepare_probe(img, spec) for img in images])
+        ds = CachedImageDataset(cache, np.arange(len(cache)), np.zeros(len(cache), np.int64), spec["size"],
+                                invert=bool(spec["invert"]))
+        _, feats = scores_and_features(model, ds, batch_size, features=True)
+        score = ood_score(feats, input_thumbnails(ds, batch_size), ood)
+        for i in range(len(ds)):
+            problem = input_problem(ds[i][0])
+            rows.append({"probe": kind, "ood_score": round(float(score[i]), 4), "input_problem": problem or "",
+                         "referred": bool(problem) or bool(score[i] > 1.0)})
+    probes = pd.DataFrame(rows)
+    in_dist = float((test_scores > 1.0).mean()) if len(test_scores) else None
+    return {"available": True, "method": "max of the Mahalanobis distance of the penultimate features to the nearest "
+                                         "class mean and of the input thumbnail to the training images, each over "
+                                         "its validation threshold",
+            "threshold_quantile": ood.get("quantile"),
+            "test_referred_share": None if in_dist is None else round(in_dist, 6),
+            "probes": int(len(probes)), "probes_referred_share": round(float(probes["referred"].mean()), 6),
+            "probes_referred_by_kind": {k: round(float(g["referred"].mean()), 6) for k, g in probes.groupby("probe")}
+            }, probes
+
+
+def evaluate_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | Path, metrics_path: str | Path,
+                 plots_dir: str | Path, eval_dir: str | Path, evidence: dict[str, Any],
+                 split: str = "test") -> dict[str, Any]:
+    run_dir, plots_dir, eval_dir = Path(run_dir), Path(plots_dir), Path(eval_dir)
+    cfg = yaml.safe_load((run_dir / "args.yaml").read_text())
+    run = cfg["run"]
+    model, meta = load_checkpoint(run_dir / "model.pt")
+    images, table, names = load_split_data(dataset_dir, split_csv, cfg["classes"], need=(split,))
     if names != meta["class_names"]:
-        raise ValueError(f"models/{run}/model.pt was trained on classes {meta['class_names']} but params give {names}; "
+        raise ValueError(f"{run_dir}/model.pt was trained on classes {meta['class_names']} but the data gives {names}; "
                          "re-run the train stage")
-    ds = make_datasets(images, table, cfg)[split]
     rows = table[(table["split"] == split) & (table["target"] >= 0)].reset_index(drop=True)
-    probs = predict_proba(model, ds, batch_size=cfg["fit"]["eval_batch_size"]).numpy()
-    pred = probs.argmax(1)
-    y = rows["target"].to_numpy()
-    metrics = classification_metrics(y, pred, names)
-    ranking, roc = ranking_metrics(y, probs, names)
-    fit_info = json.loads((Path(models_dir) / run / "fit.json").read_text())
-    per_class = pd.DataFrame.from_dict(metrics.pop("per_class"), orient="index").rename_axis("class").round(6)
-    result = {"task": cfg["task"], "model": cfg["model"], "run": run, "split": split, "dataset": cfg["dataset"],
-              "best_epoch": fit_info["best_epoch"], "epochs_run": fit_info["epochs_run"],
-              **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in {**metrics, **ranking}.items()},
-              "per_class_accuracy": per_class["accuracy"].to_dict()}
+    ds = CachedImageDataset(images, rows["index"].to_numpy(), rows["target"].to_numpy(), meta["input"]["size"],
+                            invert=bool(meta["input"]["invert"]))
+    bs = int(cfg["fit"]["eval_batch_size"])
+    torch.manual_seed(int(evidence["seed"]))
+    runner = runner_for(model, run_dir, evidence.get("runtime", "onnx"), int(evidence.get("threads") or 0))
+    scores, feats = scores_and_features(runner, ds, bs, features=bool(meta.get("ood")))
+    temperature = float(meta.get("temperature", 1.0))
+    probs, raw_probs = softmax(scores, temperature), softmax(scores)
+    y, pred = rows["target"].to_numpy(), probs.argmax(1)
+    groups = rows["group_id"].to_numpy()
+    headline = headline_metrics(y, pred, probs, names)
+    ci = bootstrap_ci(lambda y, pred, probs: headline_metrics(y, pred, probs, names), groups,
+                      {"y": y, "pred": pred, "probs": probs}, int(evidence["bootstrap"]), int(evidence["seed"]))
+    full = classification_metrics(y, pred, names)
+    confidence = probs.max(1)
+    correct = pred == y
+    refer = confidence < float(evidence["refer_below"])
+    ece_bins = int(evidence["ece_bins"])
+    test_ood = ood_score(feats, input_thumbnails(ds, bs), meta["ood"]) if meta.get("ood") else np.zeros(len(y))
+    ood, probes = ood_check(runner, meta, test_ood, 50, int(evidence["seed"]), bs)
+    result = {
+        "task": cfg["task"], "model": cfg["model"], "run": run, "branch": cfg.get("branch"), "split": split,
+        "dataset": meta.get("dataset"), "synthetic": bool(meta.get("synthetic")), "n": int(len(y)),
+        "patients": int(len(set(groups))), **_rounded(headline),
+        "ci95": {k: v for k, v in ci.items() if k in headline},
+        "ece": round(expected_calibration_error(probs, y, ece_bins), 6),
+        "ece_uncalibrated": round(expected_calibration_error(raw_probs, y, ece_bins), 6),
+        "temperature": round(temperature, 6),
+        "referral": {"refer_below": float(evidence["refer_below"]), "referred": int(refer.sum()),
+                     "referred_share": round(float(refer.mean()), 6) if len(y) else None,
+                     "accuracy_retained": round(float(correct[~refer].mean()), 6) if (~refer).any() else None},
+        "ood": ood, "best_epoch": meta["fit"]["best_epoch"], "epochs_run": meta["fit"]["epochs_run"],
+        "seeds": int(cfg.get("seeds", 1)), "warnings": meta.get("warnings", []),
+        "per_class_accuracy": {c: round(v["accuracy"], 6) for c, v in full["per_class"].items()},
+    }
+    if len(names) == 2:
+        result["positive_class"] = names[1]
+    metrics_path = Path(metrics_path)
+    gio.write_json(metrics_path, result)
+    _write_seeds(run_dir, cfg, ds, y, bs, names, metrics_path, first=(meta, probs))
 
-    metrics_path = Path(metrics_dir) / cfg["task"] / f"{cfg['model']}.json"
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(result, indent=2) + "\n")
+    def csv(path: Path, df: pd.DataFrame) -> None:
+        gio.write_with(path, lambda p: df.to_csv(p, index=False))
 
-    confusion = pd.DataFrame({"actual": [names[i] for i in y], "predicted": [names[i] for i in pred]})
-    conf_path = Path(plots_dir) / "confusion" / cfg["task"] / f"{cfg['model']}.csv"
-    conf_path.parent.mkdir(parents=True, exist_ok=True)
-    confusion.to_csv(conf_path, index=False)
-
-    roc_path = Path(plots_dir) / "roc" / cfg["task"] / f"{cfg['model']}.csv"
-    roc_path.parent.mkdir(parents=True, exist_ok=True)
-    roc.to_csv(roc_path, index=False)
+    csv(plots_dir / "confusion" / f"{run}.csv",
+        pd.DataFrame({"actual": [names[i] for i in y], "predicted": [names[i] for i in pred]}))
+    csv(plots_dir / "roc" / f"{run}.csv", roc_table(y, probs))
+    rel = pd.concat([reliability_table(probs, y, ece_bins).assign(calibration="temperature"),
+                     reliability_table(raw_probs, y, ece_bins).assign(calibration="none")])
+    csv(plots_dir / "reliability" / f"{run}.csv", rel.round(6))
+    csv(plots_dir / "referral" / run / "max_probability.csv", referral_curve(confidence, correct, steps=21).round(6))
+    mc = _mc_dropout_confidence(model, ds, pred, evidence, temperature)
+    if mc is not None:
+        idx, agreement = mc
+        csv(plots_dir / "referral" / run / "mc_dropout.csv", referral_curve(agreement, correct[idx], steps=21).round(6))
 
     keep = [c for c in ("index", "path", "label", "group_id", "cell_id") if c in rows.columns]
     pred_table = rows[keep].assign(target=[names[i] for i in y], predicted=[names[i] for i in pred],
-                                   confidence=probs.max(1).round(6))
+                                   confidence=confidence.round(6), ood_score=np.round(test_ood, 4),
+                                   referred=refer | (test_ood > 1.0))
     prob_cols = pd.DataFrame(np.round(probs, 6), columns=[f"p_{n}" for n in names])
-    out = Path(eval_dir) / run
-    out.mkdir(parents=True, exist_ok=True)
-    pd.concat([pred_table, prob_cols], axis=1).to_csv(out / "predictions.csv", index=False)
-    per_class.to_csv(out / "per_class.csv")
+    out = eval_dir
+    csv(out / "predictions.csv", pd.concat([pred_table, prob_cols], axis=1))
+    per_class = pd.DataFrame.from_dict(full["per_class"], orient="index").rename_axis("class").round(6)
+    gio.write_with(out / "per_class.csv", lambda p: per_class.to_csv(p))
+    csv(out / "probes.csv", probes)
+    gio.write_text(out / "args.yaml", (run_dir / "args.yaml").read_text())   # the resolved run, for the reports
     from genediag.reports.model_card import write_model_card
 
-    write_model_card(run, cfg, result, out / "MODEL_CARD.md", data_dir=data_dir, models_dir=models_dir,
-                     n_parameters=sum(p.numel() for p in model.parameters()), kind=meta["input"].get("kind"))
-    log.info("%s on %s (%d items, synthetic if the cohort is): accuracy %.4f, macro F1 %.4f", run, split,
-             metrics["n"], metrics["accuracy"], metrics["macro_f1"])
+    write_model_card(run, cfg, result, meta, out / "MODEL_CARD.md", data_dir=Path(dataset_dir).parent.parent,
+                     n_parameters=sum(p.numel() for p in model.parameters()))
+    log.info("%s on %s (%d items%s): accuracy %.4f [%s], macro F1 %.4f; ECE %.3f → %.3f; OOD probes referred %s",
+             run, split, len(y), ", synthetic" if result["synthetic"] else "", headline["accuracy"],
+             ci.get("accuracy"), headline["macro_f1"], result["ece_uncalibrated"], result["ece"],
+             ood.get("probes_referred_share"))
     return result
+
+
+def _mc_dropout_confidence(model, ds, pred, evidence, temperature):
+    """(test rows used, MC-dropout agreement with the prediction) on a seeded subsample of at most
+    ``evidence.mc_items`` test items; None for a model without dropout or with ``mc_passes: 0``."""
+    passes = int(evidence.get("mc_passes", 0))
+    if passes <= 0 or len(ds) == 0:
+        return None
+    rng = np.random.default_rng(int(evidence["seed"]))
+    idx = np.sort(rng.choice(len(ds), size=min(len(ds), int(evidence.get("mc_items", 500))), replace=False))
+    x = torch.stack([ds[int(i)][0] for i in idx])
+    votes = mc_dropout_votes(model, x, passes, int(evidence["seed"]), temperature)
+    if votes is None:
+        return None
+    agreement = (votes.argmax(2) == pred[idx][None, :]).mean(0)
+    return idx, agreement
+
+
+def _write_seeds(run_dir: Path, cfg, ds, y, bs, names, metrics_path: Path, first) -> None:
+    """``<run>.seeds.json``: the headline figures of every seed's model (``model.pt``, already scored: `first`, and
+    ``seeds.pt``) on the same test items, and their mean, sd, min and max (sd is null with one seed)."""
+    from genediag.models.checkpoint import load_seed_checkpoints
+
+    def row(mm, probs):
+        return {"seed": mm.get("seed"), **_rounded(headline_metrics(y, probs.argmax(1), probs, names)),
+                "ece": round(expected_calibration_error(probs, y), 6)}
+
+    per_seed = [row(*first)]
+    for m, mm in load_seed_checkpoints(run_dir / "seeds.pt"):
+        scores, _ = scores_and_features(m, ds, bs)
+        per_seed.append(row(mm, softmax(scores, float(mm.get("temperature", 1.0)))))
+    keys = [k for k in (*HEADLINE_KEYS, "ece") if k in per_seed[0]]
+    gio.write_json(metrics_path.with_name(metrics_path.stem + ".seeds.json"),
+                   {"run": cfg["run"], "seeds": [p["seed"] for p in per_seed], "summary": seed_summary(per_seed, keys),
+                    "per_seed": per_seed})

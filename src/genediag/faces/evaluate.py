@@ -14,7 +14,6 @@ and the penultimate-layer features of every photo for the 2-D embedding figure (
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,19 +23,19 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from genediag import io as gio
 from genediag.config import ConfigError
 from genediag.evaluation.metrics import classification_metrics
-from genediag.faces.train import (class_targets, face_datasets, load_face_split, register_face_components,
-                                  resolve_face_run)
+from genediag.faces.train import class_targets
 from genediag.models.checkpoint import load_checkpoint
-from genediag.training.trainer import class_scores, create_loss
+from genediag.models.inference import class_scores
 
 log = logging.getLogger(__name__)
 HEALTHY = "healthy"
 
 
 @torch.no_grad()
-def features_and_scores(model: torch.nn.Module, dataset, criterion=None, flip: bool = False,
+def features_and_scores(model: torch.nn.Module, dataset, flip: bool = False,
                         batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(penultimate features N×D, class scores N×C) in dataset order; with `flip`, features of the mirrored
     image are concatenated (N×2D)."""
@@ -44,7 +43,7 @@ def features_and_scores(model: torch.nn.Module, dataset, criterion=None, flip: b
     feats, scores = [], []
     for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         f = model.embed(x)
-        scores.append(class_scores(model.head(f), criterion).float())
+        scores.append(class_scores(model.head(f)).float())
         if flip:
             f = torch.cat([f, model.embed(torch.flip(x, dims=[3]))], 1)
         feats.append(f.float())
@@ -101,101 +100,85 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1)
 
 
-def _load_run(run: str, cfg: dict[str, Any], kind: str, where: str | None, data_root: str | Path,
-              models_dir: str | Path):
-    """(resolved config, trained model, checkpoint meta, image cache, split table) of a faces_<kind> run."""
-    register_face_components()
-    cfg = resolve_face_run(run, cfg, kind, where or f"faces_{kind}.{run}")
-    if int(cfg["threads"]) > 0:
-        torch.set_num_threads(int(cfg["threads"]))
-    torch.manual_seed(cfg["fit"]["seed"])
-    model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
-    images, table = load_face_split(data_root, cfg["dataset"])
-    return cfg, model, meta, images, table
+def verify_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | Path, metrics_path: str | Path,
+               evidence: dict[str, Any]) -> dict[str, Any]:
+    """LFW-style 10-fold verification accuracy of a stage-1 model on its held-out people, with a 95 % interval
+    from a bootstrap over the pairs grouped by the first photo's person."""
+    from genediag.data.datasets import CachedImageDataset, load_split_table
+    from genediag.evaluation.uncertainty import bootstrap_ci
 
-
-def verify_run(run: str, cfg: dict[str, Any], data_root: str | Path = "data/faces", models_dir: str | Path = "models",
-               metrics_dir: str | Path = "metrics", where: str | None = None) -> dict[str, Any]:
-    """LFW-style 10-fold verification accuracy of a stage-1 model on its held-out people."""
-    cfg, model, meta, images, table = _load_run(run, cfg, "pretrain", where, data_root, models_dir)
+    run_dir = Path(run_dir)
+    model, meta = load_checkpoint(run_dir / "model.pt")
+    images, table = load_split_table(dataset_dir, split_csv)
     held = table[table["split"] == "test"].reset_index(drop=True)
+    people = held["group_id"].to_numpy()
     if held["group_id"].nunique() < 2:
-        raise ConfigError(f"faces_split.{cfg['dataset']}: verification needs at least 2 held-out people")
-    from genediag.data.datasets import CachedImageDataset
-
+        raise ConfigError(f"{split_csv}: verification needs at least 2 held-out people (split test)")
+    if not (held["group_id"].value_counts() > 1).any():
+        raise ConfigError(f"{split_csv}: no held-out person has two photos, so there is no same-person pair to "
+                          "verify; identity sets need several photos per person (group_by: label)")
+    seed = int(meta["config"]["fit"]["seed"])
     ds = CachedImageDataset(images, held["index"].to_numpy(), np.zeros(len(held), dtype=np.int64), images.shape[1])
     feats, _ = features_and_scores(model, ds, flip=True)
-    i, j, same = verification_pairs(held["group_id"].to_numpy(), cfg["fit"]["seed"])
+    i, j, same = verification_pairs(people, seed)
     sim = _cosine(feats[i], feats[j])
-    ver = ten_fold_verification(sim, same, cfg["fit"]["seed"])
-    fit_info = json.loads((Path(models_dir) / run / "fit.json").read_text())
-    result = {"task": "faces", "stage": "pretrain", "model": cfg["model"], "run": run, "dataset": cfg["dataset"],
+    ver = ten_fold_verification(sim, same, seed)
+    threshold = best_threshold(sim, same)
+    ci = bootstrap_ci(lambda s, y: {"accuracy": float(((s >= threshold) == y.astype(bool)).mean())},
+                      people[i], {"s": sim, "y": same}, int(evidence["bootstrap"]), int(evidence["seed"]))
+    fit = meta["fit"]
+    result = {"task": "faces", "stage": "pretrain", "model": meta["model"], "run": meta["run"],
+              "dataset": meta.get("dataset"), "synthetic": bool(meta.get("synthetic")),
               "verification_accuracy": round(ver["accuracy"], 6), "verification_std": round(ver["std"], 6),
+              "ci95": {"verification_accuracy": ci["accuracy"]},
               "pairs": int(len(same)), "positive_pairs": int(same.sum()), "held_out_people": int(held["group_id"].nunique()),
               "held_out_photos": int(len(held)), "identities_trained": len(meta["class_names"]),
-              "identity_val_accuracy": round(float(fit_info.get("best_val_accuracy") or 0.0), 6),
-              "best_epoch": fit_info["best_epoch"], "epochs_run": fit_info["epochs_run"]}
-    path = Path(metrics_dir) / "faces" / f"{cfg['model']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    log.info("%s: verification accuracy %.4f ± %.4f on %d pairs of %d held-out people (synthetic if the cohort is); "
-             "per fold %s", run, ver["accuracy"], ver["std"], len(same), result["held_out_people"], ver["fold_accuracy"])
+              "identity_val_accuracy": round(float(fit.get("best_val_accuracy") or 0.0), 6),
+              "best_epoch": fit["best_epoch"], "epochs_run": fit["epochs_run"]}
+    gio.write_json(metrics_path, result)
+    lo, hi = ci["accuracy"]
+    log.info("%s: verification accuracy %.3f (95 %% CI %.3f-%.3f; 10-fold std %.3f) on %d pairs of %d held-out "
+             "people%s", meta["run"], ver["accuracy"], lo, hi, ver["std"], len(same), result["held_out_people"],
+             " (synthetic)" if result["synthetic"] else "")
     return result
 
 
-def evaluate_face_run(run: str, cfg: dict[str, Any], data_root: str | Path = "data/faces",
-                      models_dir: str | Path = "models", metrics_dir: str | Path = "metrics",
-                      plots_dir: str | Path = "plots", eval_dir: str | Path = "evaluation",
-                      where: str | None = None) -> dict[str, Any]:
-    """Test-set metrics of a fine-tuned syndrome model, its confusion table and the features for Fig. 5."""
-    cfg, model, meta, images, table = _load_run(run, cfg, "finetune", where, data_root, models_dir)
-    names, targets = class_targets(table, "finetune", cfg["classes"])
-    if names != meta["class_names"]:
-        raise ConfigError(f"models/{run}/model.pt was trained on classes {meta['class_names']} but params give "
-                          f"{names}; re-run faces_finetune@{run}")
-    criterion = create_loss(cfg["fit"]["loss"])
+def evaluate_face_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | Path, metrics_path: str | Path,
+                      plots_dir: str | Path, eval_dir: str | Path, evidence: dict[str, Any]) -> dict[str, Any]:
+    """The classifier evaluation every run gets (:func:`genediag.evaluation.evaluate.evaluate_run`), plus the
+    paper's figures: top-1 over the patterns only, per-class precision and recall, and the penultimate features of
+    every photo for the 2-D embedding figure (Fig. 5)."""
+    from genediag.data.datasets import CachedImageDataset, load_split_table
+    from genediag.evaluation.evaluate import evaluate_run
+
+    result = evaluate_run(run_dir, dataset_dir, split_csv, metrics_path, plots_dir, eval_dir, evidence)
+    model, meta = load_checkpoint(Path(run_dir) / "model.pt")
+    names = list(meta["class_names"])
+    images, table = load_split_table(dataset_dir, split_csv)
+    _, targets = class_targets(table, "finetune", meta["config"]["classes"])
     keep = targets >= 0
     rows = table[keep].reset_index(drop=True)
-    from genediag.data.datasets import CachedImageDataset
-
-    ds_all = CachedImageDataset(images, rows["index"].to_numpy(), targets[keep], images.shape[1])
-    feats, scores = features_and_scores(model, ds_all, criterion)
-    probs = torch.softmax(torch.from_numpy(scores), 1).numpy()
+    ds = CachedImageDataset(images, rows["index"].to_numpy(), targets[keep], images.shape[1])
+    feats, scores = features_and_scores(model, ds)
     test = (rows["split"] == "test").to_numpy()
-    y, pred = targets[keep][test], probs[test].argmax(1)
-    metrics = classification_metrics(y, pred, names)
-    per_class = metrics.pop("per_class")
+    y = targets[keep][test]
     patterns = [i for i, n in enumerate(names) if n != HEALTHY]
     pat_rows = np.isin(y, patterns)
     pat_pred = np.asarray(patterns)[scores[test][:, patterns].argmax(1)]
-    top1_patterns = float((pat_pred[pat_rows] == y[pat_rows]).mean()) if pat_rows.any() else float("nan")
-    fit_info = json.loads((Path(models_dir) / run / "fit.json").read_text())
+    per_class = classification_metrics(y, scores[test].argmax(1), names)["per_class"]
     r6 = lambda v: round(float(v), 6)  # noqa: E731
-    result = {"task": "faces", "stage": "finetune", "model": cfg["model"], "run": run, "dataset": cfg["dataset"],
-              "init": cfg["init"], "loss": cfg["fit"]["loss"]["name"], "n": metrics["n"],
-              "top1": r6(metrics["accuracy"]), "top1_patterns": r6(top1_patterns), "n_patterns": int(pat_rows.sum()),
-              "macro_precision": r6(metrics["macro_precision"]), "macro_recall": r6(metrics["macro_sensitivity"]),
-              "macro_f1": r6(metrics["macro_f1"]), "best_epoch": fit_info["best_epoch"],
-              "epochs_run": fit_info["epochs_run"],
-              "per_class": {n: {"precision": r6(v["precision"]), "recall": r6(v["sensitivity"]),
-                                "support": v["support"]} for n, v in per_class.items()}}
-    mpath = Path(metrics_dir) / "faces" / f"{cfg['model']}.json"
-    mpath.parent.mkdir(parents=True, exist_ok=True)
-    mpath.write_text(json.dumps(result, indent=2) + "\n")
-    conf = pd.DataFrame({"actual": [names[i] for i in y], "predicted": [names[i] for i in pred]})
-    cpath = Path(plots_dir) / "confusion" / "faces" / f"{cfg['model']}.csv"
-    cpath.parent.mkdir(parents=True, exist_ok=True)
-    conf.to_csv(cpath, index=False)
-    out = Path(eval_dir) / run
-    out.mkdir(parents=True, exist_ok=True)
-    pt = rows[test][["index", "path", "label", "group_id"]].reset_index(drop=True)
-    pt = pt.assign(target=[names[i] for i in y], predicted=[names[i] for i in pred], confidence=probs[test].max(1).round(6))
-    pd.concat([pt, pd.DataFrame(np.round(probs[test], 6), columns=[f"p_{n}" for n in names])], axis=1).to_csv(
-        out / "predictions.csv", index=False)
-    pd.DataFrame.from_dict(result["per_class"], orient="index").rename_axis("class").to_csv(out / "per_class.csv")
-    np.savez_compressed(out / "embeddings.npz", features=feats.astype(np.float32), target=targets[keep],
-                        split=rows["split"].to_numpy().astype(str), classes=np.array(names))
-    log.info("%s on test (%d photos, synthetic if the cohort is): top-1 %.4f (all classes), %.4f (patterns only)",
-             run, metrics["n"], metrics["accuracy"], top1_patterns)
+    result.update({
+        "stage": "finetune", "init": meta.get("init"), "loss": meta["config"]["fit"]["loss"]["name"],
+        "top1": result["accuracy"], "macro_recall": result["macro_sensitivity"],
+        "top1_patterns": r6((pat_pred[pat_rows] == y[pat_rows]).mean()) if pat_rows.any() else None,
+        "n_patterns": int(pat_rows.sum()),
+        "per_class": {n: {"precision": r6(v["precision"]), "recall": r6(v["sensitivity"]), "support": v["support"]}
+                      for n, v in per_class.items()}})
+    gio.write_json(metrics_path, result)
+    gio.write_with(Path(eval_dir) / "embeddings.npz",
+                   lambda p: np.savez_compressed(p, features=feats.astype(np.float32), target=targets[keep],
+                                                 split=rows["split"].to_numpy().astype(str), classes=np.array(names)),
+                   suffix=".npz")
+    log.info("%s on test (%d photos%s): top-1 %.4f (all classes), %s (patterns only)", meta["run"], result["n"],
+             ", synthetic" if result["synthetic"] else "", result["top1"], result["top1_patterns"])
     return result
-

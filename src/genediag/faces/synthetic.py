@@ -576,6 +576,10 @@ def generate_face_cohort(out_root: str | Path, cfg: dict[str, Any], figure: str 
         import shutil
 
         shutil.rmtree(out_root)
+    from genediag.data.marker import write_synthetic_marker
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    write_synthetic_marker(out_root, "genediag.faces.synthetic")
     summary: dict[str, Any] = {"seed": seed, "bases": [b.name for b in bases], "classes": CLASSES,
                                "licences": {k: v["licence"] for k, v in BASE_PORTRAITS.items()}}
 

@@ -6,7 +6,7 @@ crops or shifts. Every change is drawn as explicit parameters (:func:`sample_par
 :func:`apply_params`, so the balancing stage can record exactly what it generated and any generated image can
 be re-created from its record.
 
-``augment`` config (all optional)::
+``augment`` config (all optional; types, ranges and defaults: ``genediag.schema.KARYOGRAM_AUGMENT``)::
 
     brightness: 0.25        # factor drawn uniformly from [1 − b, 1 + b], pixel values multiplied by it
     noise_fraction: 0.05    # share of pixels drawn uniformly from [0, f]; those get Gaussian noise
@@ -21,36 +21,9 @@ it generates.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
-
-from genediag.config import ConfigError, check_keys
-
-AUGMENT_DEFAULTS: dict[str, Any] = {
-    "brightness": 0.25,
-    "noise_fraction": 0.05,
-    "noise_sigma": 40.0,
-    "blur_prob": 0.5,
-    "blur_sigma": [0.3, 1.2],
-}
-
-
-def resolve_augment_config(cfg: dict[str, Any] | None, where: str = "augment") -> dict[str, Any]:
-    cfg = dict(cfg or {})
-    check_keys(cfg, set(AUGMENT_DEFAULTS), where)
-    out = {**copy.deepcopy(AUGMENT_DEFAULTS), **cfg}
-    if not 0.0 <= float(out["brightness"]) < 1.0:
-        raise ConfigError(f"{where}.brightness: expected a fraction in [0, 1), got {out['brightness']}")
-    if not 0.0 <= float(out["noise_fraction"]) <= 1.0:
-        raise ConfigError(f"{where}.noise_fraction: expected a fraction in [0, 1], got {out['noise_fraction']}")
-    if not 0.0 <= float(out["blur_prob"]) <= 1.0:
-        raise ConfigError(f"{where}.blur_prob: expected a probability, got {out['blur_prob']}")
-    sig = out["blur_sigma"]
-    if not (isinstance(sig, (list, tuple)) and len(sig) == 2 and 0 < float(sig[0]) <= float(sig[1])):
-        raise ConfigError(f"{where}.blur_sigma: expected [low, high] with 0 < low <= high, got {sig}")
-    return out
 
 
 def sample_params(rng: np.random.Generator, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -38,31 +38,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from genediag.config import ConfigError, check_keys
-from genediag.data.ingest import load_ingested
+from genediag import io as gio
+from genediag.config import ConfigError
+from genediag.data.datasets import load_split_table
+from genediag.data.ingest import ingest_summary
 from genediag.data.split import audit_leakage, split_summary
-from genediag.karyograms.augment import apply_params, blank_top, layout_preserved, resolve_augment_config, sample_params
+from genediag.karyograms.augment import apply_params, blank_top, layout_preserved, sample_params
+from genediag.schema import BALANCE, validate
 
 log = logging.getLogger(__name__)
 
-BALANCE_DEFAULTS: dict[str, Any] = {"target_ratio": 1.0, "majority_factor": 1.0, "blank_top": 0.0, "augment": {},
-                                    "seed": 0}
 RECORD_COLUMNS = ["generated", "source_index", "aug_id", "transform"]
-
-
-def resolve_balance_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    check_keys(cfg, set(BALANCE_DEFAULTS) | {"source"}, where)
-    if "source" not in cfg:
-        raise ConfigError(f"{where}: missing 'source' (the ingested and split dataset to balance, e.g. karyograms)")
-    out = {**BALANCE_DEFAULTS, **cfg}
-    if not 0.0 < float(out["target_ratio"]) <= 1.0:
-        raise ConfigError(f"{where}.target_ratio: expected 0 < ratio <= 1 (minority / majority), got {out['target_ratio']}")
-    if float(out["majority_factor"]) < 1.0:
-        raise ConfigError(f"{where}.majority_factor: expected >= 1, got {out['majority_factor']}")
-    if not 0.0 <= float(out["blank_top"]) < 0.5:
-        raise ConfigError(f"{where}.blank_top: expected a fraction of the height in [0, 0.5), got {out['blank_top']}")
-    out["augment"] = resolve_augment_config(out["augment"], f"{where}.augment")
-    return out
 
 
 def plan_counts(counts: dict[str, int], target_ratio: float, majority_factor: float = 1.0) -> dict[str, int]:
@@ -81,17 +67,17 @@ def plan_counts(counts: dict[str, int], target_ratio: float, majority_factor: fl
     return need
 
 
-def balance_dataset(name: str, cfg: dict[str, Any], data_dir: str | Path = "data") -> dict[str, Any]:
-    cfg = resolve_balance_config(cfg, f"balance.{name}")
-    data_dir = Path(data_dir)
+def balance_dataset(name: str, cfg: dict[str, Any], source_dir: str | Path, split_csv: str | Path,
+                    out_dir: str | Path, out_split_csv: str | Path,
+                    where: str = "params.yaml: karyograms.balance") -> dict[str, Any]:
+    """Write the derived dataset `name` (``out_dir`` in the ingest format, ``out_split_csv``) from the ingested,
+    split `source_dir` / `split_csv`."""
+    cfg = validate(cfg, BALANCE, f"{where}.{name}")
     src = cfg["source"]
     if src == name:
-        raise ConfigError(f"balance.{name}: the output name must differ from its source '{src}'")
-    manifest, images = load_ingested(data_dir / "ingested" / src)
-    split_csv = data_dir / "splits" / f"{src}.csv"
-    split = pd.read_csv(split_csv, dtype={"label": str, "group_id": str, "cell_id": str}, keep_default_na=False)
-    if len(split) != len(manifest) or not (split["sha256"].to_numpy() == manifest["sha256"].to_numpy()).all():
-        raise ConfigError(f"{split_csv} does not match {data_dir / 'ingested' / src}/manifest.csv; re-run split@{src}")
+        raise ConfigError(f"{where}.{name}: the output name must differ from its source '{src}'")
+    source_summary = ingest_summary(source_dir)
+    images, split = load_split_table(source_dir, split_csv)
     if not (split["index"].to_numpy() == np.arange(len(split))).all():
         raise ConfigError(f"{split_csv}: column 'index' must be the row number 0..N-1; re-run split@{src}")
     if any(c in split.columns for c in RECORD_COLUMNS):
@@ -116,10 +102,12 @@ def balance_dataset(name: str, cfg: dict[str, Any], data_dir: str | Path = "data
     table = pd.concat([base, pd.DataFrame(new_rows, columns=base.columns)], ignore_index=True)
     table["index"] = np.arange(len(table))
 
-    out_dir = data_dir / "ingested" / name
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = (len(table),) + images.shape[1:]
-    cache = np.lib.format.open_memmap(out_dir / "images.tmp.npy", mode="w+", dtype=np.uint8, shape=shape)
+    tmp = out_dir / ".images.tmp.npy"
+    cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    gio.reserve(tmp, int(cache.offset + cache.nbytes))
     frac = float(cfg["blank_top"])
     for i, row in enumerate(tqdm(table.itertuples(index=False), total=len(table), desc=f"balance {name}",
                                  unit="img", mininterval=2.0)):
@@ -129,22 +117,26 @@ def balance_dataset(name: str, cfg: dict[str, Any], data_dir: str | Path = "data
             if not layout_preserved(img, aug):
                 raise AssertionError(f"augmentation {row.transform} moved the content of {row.path}")
             cache[i] = aug
-            table.at[i, "sha256"] = hashlib.sha256(aug.tobytes()).hexdigest()
+            table.at[i, "sha256"] = table.at[i, "pixel_sha256"] = hashlib.sha256(aug.tobytes()).hexdigest()
         else:
             cache[i] = img
     cache.flush()
+    gio.save_npy(out_dir / "images.npy", np.asarray(cache))
     del cache
-    (out_dir / "images.tmp.npy").replace(out_dir / "images.npy")
+    tmp.unlink(missing_ok=True)
 
     audit_leakage(table)
     bad = table[(table["generated"] == 1) & (table["split"] != "train")]
     if len(bad):  # by construction impossible; kept as a guard for future edits
         raise AssertionError(f"generated rows outside train: {bad['path'].head(3).tolist()}")
-    table.drop(columns=["split"]).to_csv(out_dir / "manifest.csv", index=False)
-    pd.DataFrame(columns=["path", "label", "reason"]).to_csv(out_dir / "quarantine.csv", index=False)
+    gio.write_with(out_dir / "manifest.csv", lambda p: table.drop(columns=["split"]).to_csv(p, index=False))
+    gio.write_with(out_dir / "quarantine.csv",
+                   lambda p: pd.DataFrame(columns=["path", "label", "reason"]).to_csv(p, index=False))
     after = table[table["split"] == "train"]["label"].value_counts().sort_index().to_dict()
     summary = {
-        "source": f"balance of {src} ({data_dir / 'ingested' / src}, split {split_csv})",
+        "dataset": name, "kind": source_summary.get("kind"), "synthetic": source_summary.get("synthetic"),
+        "ingest": source_summary.get("ingest"), "blank_top": frac, "derived_from": src,
+        "source": f"balance of {src} ({source_dir}, split {split_csv})",
         "input": int(len(table)), "accepted": int(len(table)), "quarantined": 0, "quarantine_reasons": {},
         "classes": table["label"].value_counts().sort_index().to_dict(),
         "groups": int(table["group_id"].nunique()),
@@ -153,11 +145,9 @@ def balance_dataset(name: str, cfg: dict[str, Any], data_dir: str | Path = "data
                     "target_ratio": float(cfg["target_ratio"]), "majority_factor": float(cfg["majority_factor"]),
                     "blank_top": frac, "augment": cfg["augment"], "seed": int(cfg["seed"])},
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    out_csv = data_dir / "splits" / f"{name}.csv"
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
-    split_info = {"balanced_from": src, **split_summary(table)}
-    out_csv.with_suffix(".json").write_text(json.dumps(split_info, indent=2) + "\n")
+    gio.write_json(out_dir / "summary.json", summary)
+    out_csv = Path(out_split_csv)
+    gio.write_with(out_csv, lambda p: table.to_csv(p, index=False))
+    gio.write_json(out_csv.with_suffix(".json"), {"balanced_from": src, **split_summary(table)})
     log.info("balance %s: train %s → %s (generated %s); val/test unchanged", name, counts, after, need)
     return summary

@@ -18,7 +18,6 @@ from ``torch.manual_seed(seed)`` inside a forked RNG, so a fixed seed gives iden
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,26 +29,12 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from genediag.config import ConfigError, check_keys
-from genediag.training.trainer import class_scores
+from genediag import io as gio
+from genediag.config import ConfigError
+from genediag.models.inference import class_scores
+from genediag.schema import MC_DROPOUT, validate
 
 log = logging.getLogger(__name__)
-
-MC_DEFAULTS: dict[str, Any] = {"passes": 100, "threshold": 0.8, "seed": 0, "split": "test", "batch_size": 32,
-                               "chunk": 4096}
-
-
-def resolve_mc_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    check_keys(cfg, set(MC_DEFAULTS) | {"run", "dataset"}, where)
-    if "run" not in cfg:
-        raise ConfigError(f"{where}: missing 'run' (the train.<run> whose model gets MC dropout)")
-    out = {**MC_DEFAULTS, **cfg}
-    if int(out["passes"]) < 1:
-        raise ConfigError(f"{where}.passes: expected >= 1, got {out['passes']}")
-    if not 0.0 < float(out["threshold"]) <= 1.0:
-        raise ConfigError(f"{where}.threshold: expected a share in (0, 1], got {out['threshold']}")
-    return out
-
 
 def _dropouts(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
@@ -76,9 +61,10 @@ def _split_model(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def mc_dropout_predict(model: nn.Module, dataset: Dataset, passes: int = 100, seed: int = 0, batch_size: int = 32,
-                       chunk: int = 4096, criterion: nn.Module | None = None, repeat_input: bool = False,
+                       chunk: int = 4096, temperature: float = 1.0, repeat_input: bool = False,
                        device: torch.device | None = None) -> np.ndarray:
-    """Class probabilities of every pass: an array N × passes × C, in dataset order.
+    """Class probabilities of every pass (softmax of the class scores / `temperature`): N × passes × C, in dataset
+    order.
 
     `repeat_input` forces the generic path (input repeated) even for a split model (used by the tests)."""
     device = device or next(model.parameters()).device
@@ -99,8 +85,8 @@ def mc_dropout_predict(model: nn.Module, dataset: Dataset, passes: int = 100, se
                 probs = []
                 for i in range(0, len(rep), chunk):
                     part = rep[i:i + chunk]
-                    scores = class_scores(model.forward_head(part) if split else model(part), criterion)
-                    probs.append(torch.softmax(scores.float(), dim=1))
+                    scores = class_scores(model.forward_head(part) if split else model(part))
+                    probs.append(torch.softmax(scores.float() / float(temperature), dim=1))
                 out.append(torch.cat(probs).reshape(len(x), passes, -1).cpu().numpy())
     finally:
         model.train(was_training)
@@ -162,33 +148,31 @@ def referral_curve(y: np.ndarray, pred: np.ndarray, conf: np.ndarray, positive: 
     return pd.DataFrame(rows).round(6)
 
 
-def run_mc_dropout(name: str, cfg: dict[str, Any], run_cfg: dict[str, Any], data_dir: str | Path = "data",
-                   models_dir: str | Path = "models", metrics_dir: str | Path = "metrics",
-                   plots_dir: str | Path = "plots", eval_dir: str | Path = "evaluation") -> dict[str, Any]:
-    """MC dropout on run ``cfg['run']``'s model over its `split`: metrics/mc_dropout/<name>.json,
-    plots/referral/<name>.csv, evaluation/mc_dropout/<name>/{predictions.csv, wrong.csv}."""
-    from genediag.models.checkpoint import load_checkpoint
-    from genediag.training.run import load_split_data, make_datasets
-    from genediag.karyograms import resolve_target_run
-    from genediag.training.trainer import create_loss
+def run_mc_dropout(name: str, cfg: dict[str, Any], run_dir: str | Path, dataset_dir: str | Path,
+                   split_csv: str | Path, metrics_path: str | Path, curve_path: str | Path,
+                   eval_dir: str | Path) -> dict[str, Any]:
+    """MC dropout on the run's model (``run_dir``: model.pt + args.yaml) over its `split`: metrics (referral at the
+    threshold), the referral curve and ``eval_dir/{predictions.csv, wrong.csv}``."""
+    import yaml
 
-    where = f"mc_dropout.{name}"
-    cfg = resolve_mc_config(cfg, where)
-    run = cfg["run"]
-    rcfg = resolve_target_run(cfg, run_cfg, where)
-    data_dir = Path(data_dir)
-    model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
-    images, table, names = load_split_data(data_dir / "ingested" / rcfg["dataset"],
-                                           data_dir / "splits" / f"{rcfg['dataset']}.csv", rcfg["classes"])
+    from genediag.data.datasets import load_split_data, split_datasets
+    from genediag.models.checkpoint import load_checkpoint
+
+    cfg = validate(cfg, MC_DROPOUT, f"params.yaml: karyograms.mc_dropout.{name}")
+    run_dir = Path(run_dir)
+    rcfg = yaml.safe_load((run_dir / "args.yaml").read_text())
+    run = rcfg["run"]
+    model, meta = load_checkpoint(run_dir / "model.pt")
+    images, table, names = load_split_data(dataset_dir, split_csv, rcfg["classes"])
     if names != meta["class_names"]:
-        raise ConfigError(f"models/{run}/model.pt was trained on {meta['class_names']} but params give {names}")
+        raise ConfigError(f"{run_dir}/model.pt was trained on {meta['class_names']} but the data gives {names}")
     split = cfg["split"]
-    ds = make_datasets(images, table, rcfg)[split]
+    ds = split_datasets(images, table, rcfg["input_size"], rcfg["invert"], splits=(split,))[split]
     rows = table[(table["split"] == split) & (table["target"] >= 0)].reset_index(drop=True)
-    criterion = create_loss(rcfg["fit"]["loss"])
     passes = int(cfg["passes"])
+    temperature = float(meta.get("temperature", 1.0))
     probs = mc_dropout_predict(model, ds, passes, int(cfg["seed"]), int(cfg["batch_size"]), int(cfg["chunk"]),
-                               criterion=criterion)
+                               temperature=temperature)
     summary = mc_summary(probs, names)
     y = rows["target"].to_numpy()
     pred, conf = summary["pred_index"].to_numpy(), summary["confidence"].to_numpy()
@@ -203,23 +187,19 @@ def run_mc_dropout(name: str, cfg: dict[str, Any], run_cfg: dict[str, Any], data
     wrong = per_case[per_case["target"] != per_case["predicted"]].copy()
     wrong["mean_p_predicted"] = [r[f"mean_p_{r['predicted']}"] for _, r in wrong.iterrows()]
 
-    result = {"name": name, "run": run, "task": rcfg["task"], "model": rcfg["model"], "dataset": rcfg["dataset"],
-              "split": split, "passes": passes, "seed": int(cfg["seed"]), "positive_class": names[positive],
+    result = {"name": name, "run": run, "task": rcfg["task"], "model": rcfg["model"], "dataset": meta.get("dataset"),
+              "synthetic": bool(meta.get("synthetic")), "split": split, "passes": passes, "seed": int(cfg["seed"]),
+              "temperature": round(temperature, 6), "positive_class": names[positive],
               **ref, "wrong": int(len(wrong)), "wrong_referred": int(wrong["referred"].sum())}
-    mpath = Path(metrics_dir) / "mc_dropout" / f"{name}.json"
-    mpath.parent.mkdir(parents=True, exist_ok=True)
-    mpath.write_text(json.dumps(_round(result), indent=2) + "\n")
-    cpath = Path(plots_dir) / "referral" / f"{name}.csv"
-    cpath.parent.mkdir(parents=True, exist_ok=True)
-    curve.to_csv(cpath, index=False)
-    edir = Path(eval_dir) / "mc_dropout" / name
-    edir.mkdir(parents=True, exist_ok=True)
-    per_case.to_csv(edir / "predictions.csv", index=False)
-    wrong.to_csv(edir / "wrong.csv", index=False)
+    gio.write_json(metrics_path, _round(result))
+    gio.write_with(curve_path, lambda p: curve.to_csv(p, index=False))
+    edir = Path(eval_dir)
+    gio.write_with(edir / "predictions.csv", lambda p: per_case.to_csv(p, index=False))
+    gio.write_with(edir / "wrong.csv", lambda p: wrong.to_csv(p, index=False))
     ret = ref["retained"]
-    log.info("%s (%s, %d passes, synthetic if the cohort is): referral rate %.3f at %.2f; retained accuracy %s, "
-             "recall %s; %d wrong (%d of them referred)", name, run, passes, ref["referral_rate"], ref["threshold"],
-             ret["accuracy"], ret["recall"], len(wrong), int(wrong["referred"].sum()))
+    log.info("%s (%s, %d passes%s): referral rate %.3f at %.2f; retained accuracy %s, recall %s; %d wrong (%d of "
+             "them referred)", name, run, passes, ", synthetic" if result["synthetic"] else "", ref["referral_rate"],
+             ref["threshold"], ret["accuracy"], ret["recall"], len(wrong), int(wrong["referred"].sum()))
     return result
 
 

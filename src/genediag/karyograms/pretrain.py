@@ -21,18 +21,19 @@ map ≈ one slot. (InceptionV3 with the same pretraining, 75-px windows at 299 p
 features did not separate whole karyograms; nor, started from its ImageNet weights, 80-px windows at 160 px or
 75-px windows at 224 px; see README.)
 
-No leakage into the karyogram evaluation: only cells of patients in the *train* split of ``patients_from``
-(``data/splits/<patients_from>.csv``) are recomposed for training and of its *val* split for the reported patch
-accuracy; crops of test patients are never read. On real data this needs crops of the karyogram patients'
-cells (``cell_id``); without them, point ``pretrained`` at an ImageNet weights file instead.
+No leakage into the karyogram evaluation: only cells of patients in the *train* split of the karyogram split are
+recomposed for training and of its *val* split for the reported patch accuracy; crops of test patients are never
+read. The base is a synthetic-cohort stand-in: on your own karyograms it needs crops of the same patients' cells
+(``cell_id``); without them, apply ``presets/real_karyograms.yaml`` (an ImageNet weights file instead).
 
-Outputs ``models/bases/<name>/``: ``weights.pth``, ``args.yaml`` (resolved config), ``fit.json`` (patch counts,
-loss per epoch, validation accuracy per label); and ``metrics/bases/<name>.json`` (the validation figures).
+Training uses the one trainer (:func:`genediag.training.trainer.fit`, loss ``bce_multilabel``). Outputs
+``models/bases/<name>/``: ``weights.pth``, ``args.yaml`` (resolved config), ``fit.json`` (patch counts, loss per
+epoch, validation accuracy per label, timings); and ``metrics/karyograms/bases/<name>.json`` (the validation
+figures).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import time
@@ -47,72 +48,81 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from genediag.config import ConfigError, check_keys, seed_everything, select_device, write_yaml
-from genediag.data.ingest import load_ingested
-from genediag.models.thesis_transfer import BACKBONES, MIN_INPUT, _inception_v3, _vgg16, pretrained_mean_std
+from genediag import io as gio
+from genediag.config import ConfigError, seed_everything, write_yaml
+from genediag.data.decode import DecodeError, Limits, fit_square, load_image
+from genediag.data.karyogram_layout import compose_karyogram
+from genediag.data.tasks import NAMED_LABEL_SETS
+from genediag.models.thesis_transfer import MIN_INPUT, _inception_v3, _vgg16, pretrained_mean_std
 from genediag.models.timm_models import Normalize
-from genediag.synthetic.karyogram import compose_karyogram
-from genediag.synthetic.karyotype import ALL_LABELS
+from genediag.schema import BASE, FIT, validate
 
 log = logging.getLogger(__name__)
 
 PATCH_LABELS = ("autosome: 0 copies", "autosome: 1 copy", "autosome: 3 copies", "autosome: 4+ copies", "X: 0-1 copies",
                 "X: 3+ copies", "Y: present")
-DEFAULTS: dict[str, Any] = {
-    "crops": "chromosomes", "patients_from": "karyograms", "karyogram_size": [640, 480], "title": "46,XX",
-    "blank_top": 0.065, "resize": 416, "invert": True, "patch": 32, "jitter": 2.0, "label_radius": 0.3,
-    "max_changes": 3, "karyograms": {"train": 1000, "val": 200}, "max_patches": {"train": 6000, "val": 2000},
-    "workers": 2, "seed": 0,
-}
-FIT_DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 64, "lr": 0.001, "pct_start": 0.2, "seed": 0}
 SPLITS = ("train", "val")
+ALL_LABELS = NAMED_LABEL_SETS["chromosomes32"]
 
 
-def resolve_pretrain_config(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    where = f"params.yaml: pretrain_base.{name}"
-    check_keys(cfg, set(DEFAULTS) | {"backbone", "input_size", "fit"}, where)
-    for key in ("backbone", "input_size"):
-        if key not in cfg:
-            raise ConfigError(f"{where}: missing '{key}' (the backbone and input size of the runs that load the base)")
-    out = {**DEFAULTS, **cfg}
-    if out["backbone"] not in BACKBONES:
-        raise ConfigError(f"{where}.backbone: '{out['backbone']}' is not one of {list(BACKBONES)}")
-    check_keys(out.get("fit") or {}, set(FIT_DEFAULTS) | {"device"}, f"{where}.fit")  # device: auto if unset
-    out["fit"] = {**FIT_DEFAULTS, **(out.get("fit") or {})}
-    size, patch = int(out["input_size"]), int(out["patch"])
+def resolve_base_config(name: str, cfg: dict[str, Any], where: str = "params.yaml: karyograms.bases") -> dict[str, Any]:
+    where = f"{where}.{name}"
+    out = validate(cfg, BASE, where)
+    size, patch = out["input_size"], out["patch"]
     if patch < MIN_INPUT[out["backbone"]]:
         raise ConfigError(f"{where}.patch: {patch} px is too small for {out['backbone']} "
                           f"(at least {MIN_INPUT[out['backbone']]} px)")
-    if not patch <= size <= int(out["resize"]):
+    if not patch <= size <= out["resize"]:
         raise ConfigError(f"{where}: need patch <= input_size <= resize, got {patch}, {size}, {out['resize']}")
-    for key in ("karyograms", "max_patches"):
-        if set(out[key]) != set(SPLITS) or any(int(v) < 1 for v in out[key].values()):
-            raise ConfigError(f"{where}.{key}: expected {{train: n, val: n}} with n >= 1, got {out[key]}")
-    if not 0.0 <= float(out["blank_top"]) < 0.5:
-        raise ConfigError(f"{where}.blank_top: expected a fraction in [0, 0.5), got {out['blank_top']}")
     return out
+
+
+def load_crops(manifest_csv: Path, split_csv: Path, crop_size: int, where: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The crops (decoded, fitted into a `crop_size` square as ingest does) of the cells of the train and val
+    patients of the karyogram split, and their rows (path, label, group_id, cell_id). Test patients' crops are
+    never read. `manifest_csv` may be the folder holding ``manifest.csv``."""
+    manifest_csv = Path(manifest_csv)
+    if manifest_csv.is_dir():
+        manifest_csv = manifest_csv / "manifest.csv"
+    if not manifest_csv.is_file():
+        raise FileNotFoundError(f"{manifest_csv}: the crops the base recomposes karyograms from are missing")
+    crops = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    for col in ("path", "label", "group_id", "cell_id"):
+        if col not in crops.columns or (crops[col] == "").all():
+            raise ConfigError(f"{where}: {manifest_csv} has no '{col}' column; recomposing karyograms needs the "
+                              "patient and the cell of every crop (or give the karyogram runs an ImageNet weights "
+                              "file: presets/real_karyograms.yaml)")
+    table = pd.read_csv(split_csv, dtype={"group_id": str}, keep_default_na=False)
+    split_of = dict(zip(table["group_id"].astype(str), table["split"]))
+    crops["split"] = crops["group_id"].map(split_of).fillna("none")
+    crops = crops[crops["split"].isin(SPLITS)].reset_index(drop=True)
+    if crops.empty:
+        raise ConfigError(f"{where}: none of the train/val patients of {split_csv} has crops in {manifest_csv}; the "
+                          "slot-counting base needs crops of the karyogram patients' cells (for your own karyograms "
+                          "without crops, apply presets/real_karyograms.yaml: VGG16 from an ImageNet weights file)")
+    bad = sorted(set(crops["label"]) - set(ALL_LABELS))
+    if bad:
+        raise ConfigError(f"{where}: crop labels {bad[:5]} are not chromosomes (1..22, X, Y or an abnormal type)")
+    root = manifest_csv.parent
+    images = np.empty((len(crops), crop_size, crop_size), np.uint8)
+    for i, path in enumerate(tqdm(crops["path"], desc="crops", unit="crop", mininterval=2.0)):
+        try:
+            images[i] = fit_square(load_image(root / path, "L", Limits())[0], crop_size, "pad", 255)
+        except DecodeError as exc:
+            raise ConfigError(f"{root / path}: {exc}") from None
+    return crops, images
 
 
 # ---------------------------------------------------------------- patches from recomposed karyograms
 
-def patient_cells(manifest: pd.DataFrame, split_csv: Path, where: str) -> dict[str, list[np.ndarray]]:
-    """Row indices of the crops of each cell, per split (train/val) of the patients in `split_csv`; cells of test
-    patients and of patients absent from the split file are left out."""
-    for col in ("group_id", "cell_id"):
-        if col not in manifest.columns or (manifest[col].astype(str) == "").all():
-            raise ConfigError(f"{where}: the crop manifest has no '{col}' column; recomposing karyograms needs the "
-                              f"patient and the cell of every crop (or set train.<run>.arch.pretrained to a file)")
-    if not split_csv.is_file():
-        raise FileNotFoundError(f"{split_csv}: the karyograms' split is missing; run `dvc repro split@{split_csv.stem}`")
-    table = pd.read_csv(split_csv, dtype={"group_id": str}, keep_default_na=False)
-    split_of = dict(zip(table["group_id"].astype(str), table["split"]))
-    split = manifest["group_id"].astype(str).map(split_of).fillna("none")
+def patient_cells(crops: pd.DataFrame) -> dict[str, list[np.ndarray]]:
+    """Row indices of the crops of each cell, per split (train/val)."""
     out: dict[str, list[np.ndarray]] = {}
     for s in SPLITS:
-        rows = manifest.assign(_row=np.arange(len(manifest)))[split.to_numpy() == s]
+        rows = crops.assign(_row=np.arange(len(crops)))[crops["split"].to_numpy() == s]
         out[s] = [g["_row"].to_numpy() for _, g in rows.groupby("cell_id", sort=True)]
         if not out[s]:
-            raise ConfigError(f"{where}: no crops of {s}-split patients of {split_csv}")
+            raise ConfigError(f"no crops of {s}-split patients: the karyogram split put no patient with crops there")
     return out
 
 
@@ -283,51 +293,60 @@ def patch_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
     return out
 
 
-def train_base(model: nn.Module, x: np.ndarray, y: np.ndarray, fit_cfg: dict[str, Any]) -> list[float]:
-    """Adam with a one-cycle schedule on BCE, on the model's device; returns the mean training loss per epoch."""
-    torch.manual_seed(int(fit_cfg["seed"]))
-    dev = _device(model)
-    bs, epochs = int(fit_cfg["batch_size"]), int(fit_cfg["epochs"])
-    steps = max(1, len(x) // bs)
-    opt = torch.optim.Adam(model.parameters(), lr=float(fit_cfg["lr"]))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(fit_cfg["lr"]), total_steps=epochs * steps,
-                                                pct_start=float(fit_cfg["pct_start"]))
-    loss_fn = nn.BCEWithLogitsLoss()
-    yt = torch.from_numpy(y.astype(np.float32))
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        perm, total = torch.randperm(len(x)), 0.0
-        bar = tqdm(range(steps), desc=f"base epoch {epoch + 1}/{epochs}", leave=False)
-        for k in bar:
-            idx = perm[k * bs:(k + 1) * bs].numpy()
-            loss = loss_fn(model(_tensor(x[idx], dev)), yt[idx].to(dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (k + 1):.4f}")
-        history.append(round(total / steps, 6))
-        log.info("base epoch %d/%d: training loss %.4f", epoch + 1, epochs, history[-1])
-    return history
+class PatchDataset(torch.utils.data.Dataset):
+    """Slot patches (uint8 N×P×P) and their multi-hot labels, as model input in [0, 1] (1×P×P)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x, self.y = x, torch.from_numpy(y.astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(self.x[i].astype(np.float32)).div_(255.0)[None], self.y[i]
 
 
-def pretrain_base(name: str, cfg: dict[str, Any], data_dir: str | Path = "data", out_dir: str | Path = "models/bases",
-                  metrics_dir: str | Path = "metrics/bases") -> dict[str, Any]:
-    cfg = resolve_pretrain_config(name, cfg)
-    where = f"pretrain_base.{name}"
+def base_fit_config(fit_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's ``fit`` entry for the base: Adam under a one-cycle schedule on the multi-label loss."""
+    return validate({"epochs": fit_cfg["epochs"], "batch_size": fit_cfg["batch_size"],
+                     "optimizer": {"name": "adam", "lr": fit_cfg["lr"]},
+                     "scheduler": {"name": "onecycle", "pct_start": fit_cfg["pct_start"]},
+                     "loss": {"name": "bce_multilabel"}, "early_stopping": {"patience": 0}, "seed": fit_cfg["seed"],
+                     "device": fit_cfg["device"], "threads": fit_cfg["threads"], "channels_last": False,
+                     "resume": True}, FIT, "karyograms.bases.fit")
+
+
+def write_disabled_base(name: str, cfg: dict[str, Any], out_dir: Path, metrics_path: Path) -> dict[str, Any]:
+    """``enabled: false`` (real data): no synthetic pretraining; ``weights.pth`` is a placeholder that any run
+    loading it rejects with this message, so nothing synthetic reaches a real run unnoticed."""
+    from genediag.models.timm_models import DISABLED_WEIGHTS_KEY
+
+    msg = (f"karyograms.bases.{name} is disabled (enabled: false), so this file holds no weights; point the run's "
+           f"arch.pretrained at your own {cfg['backbone']} weights file (see presets/real_karyograms.yaml)")
+    gio.save_torch(out_dir / "weights.pth", {DISABLED_WEIGHTS_KEY: msg})
+    gio.write_text(out_dir / "summary.csv", "epoch\n")
+    gio.write_json(out_dir / "fit.json", {"name": name, "enabled": False})
+    write_yaml({"name": name, **cfg}, out_dir / "args.yaml")
+    result = {"base": name, "enabled": False, "note": msg}
+    gio.write_json(metrics_path, result)
+    log.info("%s", msg)
+    return result
+
+
+def pretrain_base(name: str, cfg: dict[str, Any], split_csv: str | Path, out_dir: str | Path,
+                  metrics_path: str | Path, resume_root: str | Path | None = ".genediag/resume") -> dict[str, Any]:
+    """Recompose karyograms from the crops of train/val patients, train the base on their slot patches, write
+    ``out_dir`` (weights.pth, args.yaml, fit.json, summary.csv) and the validation figures to `metrics_path`."""
+    from genediag.training.trainer import fit
+
+    cfg = resolve_base_config(name, cfg)
+    where = f"karyograms.bases.{name}"
+    if not cfg["enabled"]:
+        return write_disabled_base(name, cfg, Path(out_dir), Path(metrics_path))
     seed_everything(int(cfg["fit"]["seed"]))
-    data_dir = Path(data_dir)
-    manifest, images = load_ingested(data_dir / "ingested" / cfg["crops"])
-    if images.ndim != 3:
-        raise ConfigError(f"{where}: {data_dir / 'ingested' / cfg['crops']} holds colour images; karyograms are grey "
-                          f"(ingest the crops with mode: L)")
-    cells = patient_cells(manifest, data_dir / "splits" / f"{cfg['patients_from']}.csv", where)
-    labels = manifest["label"].astype(str).tolist()
-    bad = sorted(set(labels) - set(ALL_LABELS))
-    if bad:
-        raise ConfigError(f"{where}: crop labels {bad[:5]} are not chromosomes (1..22, X, Y or an abnormal type)")
+    crops, images = load_crops(Path(cfg["crops"]), Path(split_csv), int(cfg["crop_size"]), where)
+    cells = patient_cells(crops)
+    labels = crops["label"].tolist()
     t0 = time.time()
     data = {}
     for s in SPLITS:
@@ -337,25 +356,23 @@ def pretrain_base(name: str, cfg: dict[str, Any], data_dir: str | Path = "data",
         log.info("%s: %s: %d karyograms recomposed from %d cells → %d slot patches, %d kept (balanced; per label %s)",
                  where, s, cfg["karyograms"][s], len(cells[s]), len(x), len(idx), data[s][1].sum(0).tolist())
     t1 = time.time()
-    device = select_device(cfg["fit"].get("device", "auto"))
-    log.info("%s: training %s on %s", where, cfg["backbone"], device)
-    model = BaseClassifier(cfg["backbone"], 1, len(PATCH_LABELS)).to(device)
-    history = train_base(model, *data["train"], cfg["fit"])
-    t2 = time.time()
+    out_dir = Path(out_dir)
+    model = BaseClassifier(cfg["backbone"], 1, len(PATCH_LABELS))
+    model, result = fit(model, PatchDataset(*data["train"]), PatchDataset(*data["val"]), base_fit_config(cfg["fit"]),
+                        out_dir, live_dir=None, resume_dir=Path(resume_root) / f"base-{name}" if resume_root else None,
+                        desc="base epoch")
+    model = model.cpu()
     acc = patch_accuracy(model, *data["val"])
-    log.info("%s: validation-patient patch accuracy %s (patches %.0f s, training %.0f s)", where, acc, t1 - t0, t2 - t1)
-    run_dir = Path(out_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in model.cpu().base_state().items()}, run_dir / "weights.pth")
-    write_yaml({"name": name, **cfg}, run_dir / "args.yaml")
+    log.info("%s: validation-patient patch accuracy %s (patches %.0f s)", where, acc, t1 - t0)
+    gio.save_torch(out_dir / "weights.pth", {k: v.cpu() for k, v in model.base_state().items()})
+    write_yaml({"name": name, **cfg}, out_dir / "args.yaml")
     info = {"backbone": cfg["backbone"], "labels": list(PATCH_LABELS),
             "cells": {s: len(c) for s, c in cells.items()},
             "patches": {s: len(d[0]) for s, d in data.items()},
             "positives": {s: d[1].sum(0).astype(int).tolist() for s, d in data.items()},
-            "train_loss": history, "val_patch_accuracy": acc}
-    (run_dir / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
-    Path(metrics_dir).mkdir(parents=True, exist_ok=True)
-    (Path(metrics_dir) / f"{name}.json").write_text(json.dumps(
-        {"val_patch_accuracy": acc, "train_loss_last": history[-1], "patches": info["patches"],
-         "cells": info["cells"]}, indent=2) + "\n")
+            "train_loss": [round(r["train_loss"], 6) for r in result.history], "val_patch_accuracy": acc,
+            "patch_seconds": round(t1 - t0, 1), **result.timing}
+    gio.write_json(out_dir / "fit.json", info)
+    gio.write_json(metrics_path, {"val_patch_accuracy": acc, "train_loss_last": info["train_loss"][-1],
+                                  "patches": info["patches"], "cells": info["cells"]})
     return info

@@ -1,15 +1,17 @@
 """Stage logic of ``karyotype``: group crops by ``cell_id``, predict every crop with the chosen chromosome
-classifier, call each cell's karyotype by constrained assignment (:mod:`genediag.karyotyping.assign`), and
-write per-cell and per-crop tables, metrics, a karyotype confusion table and composed karyograms.
+classifier (temperature-scaled probabilities), call each cell's karyotype by constrained assignment over the
+hypotheses (:mod:`genediag.karyotyping.assign`; ``standard``: every autosomal trisomy and monosomy, 45,X, 47,XXX,
+47,XXY, 47,XYY and the two normal karyotypes, :mod:`genediag.karyotyping.calls`), and refer a cell no hypothesis
+fits: its per-crop log-likelihood is below the ``nofit_quantile`` of the validation cells'.
 
-Outputs (``<name>`` = the ``model_run`` param, ``best`` included):
+Outputs (paths from the stage's command line):
 
-- ``metrics/karyotyping/<name>.json``            crop accuracy before/after assignment, cells with exact
-  counts, karyotype accuracy, sensitivity/specificity for "numerically abnormal" (no timings)
-- ``plots/karyotyping/<name>.csv``               actual,predicted numerical ISCN per cell (confusion template)
-- ``evaluation/karyotyping/<name>/cells.csv``     one row per cell; ``crops.csv`` one row per crop;
-  ``karyograms/<cell_id>.png`` + ``karyograms/manifest.csv`` (the karyogram dataset format)
-- ``reports/figures/karyotyping_example.png``     one of the karyograms, for the report
+- metrics JSON: crop accuracy before/after assignment, cells with exact counts, ``exact_karyotype_accuracy``
+  overall and on abnormal cells, sensitivity counting only exact calls, specificity, referrals, per true
+  karyotype; 95 % intervals from a bootstrap over patients
+- a confusion CSV: actual,predicted numerical ISCN per cell (``dvc plots``' confusion template)
+- ``cells.csv`` (one row per cell), ``crops.csv`` (one per crop), ``karyograms/<cell_id>.png`` +
+  ``karyograms/manifest.csv`` (the karyogram dataset format), and an example karyogram for the report
 
 Ground truth, where the data has it: a crop's true class is its ``origin`` (the normal chromosome an abnormal
 one derives from: der22 → 22) if the manifest has that column, else its ``label``. A cell's true numerical
@@ -20,7 +22,6 @@ model class, or whose ``karyotype`` column (if any) names a different chromosome
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -32,60 +33,33 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from genediag.config import ConfigError, check_keys
+from genediag import io as gio
+from genediag.config import ConfigError
 from genediag.karyotyping.assign import (EXTRA, NORMAL_KARYOTYPES, counts_to_iscn, is_numerically_abnormal,
-                                         karyotype_cell, label_counts, make_hypotheses, parse_iscn)
+                                         karyotype_cell, label_counts, make_hypotheses)
+from genediag.karyotyping.calls import fit_nofit_threshold, karyotype_metrics, resolve_hypotheses
+from genediag.schema import KARYOTYPING, validate
 
 log = logging.getLogger(__name__)
 
-WHERE = "params.yaml: karyotype"
-DEFAULTS: dict[str, Any] = {
-    "dataset": "chromosomes",      # ingested dataset whose crops carry cell_id
-    "model_run": None,             # a train.<run> name, or "best" (lowest best_val_loss among candidate_runs)
-    "candidate_runs": [],          # runs compared when model_run is "best"
-    "splits": ["test"],            # which split rows to karyotype; "all" = every row
-    "hypotheses": None,            # {ISCN: prior weight}; weights are normalised
-    "min_prob": 1.0e-6,            # probabilities are clipped here before the log
-    "extra_penalty": 8.0,          # nats for a crop the hypothesis has no slot for
-    "missing_penalty": 8.0,        # nats for a slot no crop fills
-    "low_confidence": 0.5,         # a crop is low-confidence when P(final label) is below this
-    "karyogram_size": [640, 480],  # (W, H) of the composed karyograms
-    "example_cell": "auto",        # cell_id of the report's example; auto = first abnormal call, else first cell
-    "batch_size": 256,
-}
+WHERE = "params.yaml: karyotyping"
 SKIPPED_NO_CELL_ID = "no cell_id in manifest"
-CELL_COLUMNS = ["cell_id", "group_id", "n_crops", "true_karyotype", "true_numerical", "predicted", "score",
-                "runner_up", "margin", "suspected_abnormal", "n_low_confidence", "n_extra", "missing",
+CELL_COLUMNS = ["cell_id", "group_id", "split", "n_crops", "true_karyotype", "true_numerical", "predicted", "score",
+                "runner_up", "margin", "per_crop_log_likelihood", "referred", "refer_reason", "suspected_abnormal",
+                "n_low_confidence", "n_extra", "missing",
                 "counts_exact_before", "counts_exact_after", "karyogram"]
 CROP_COLUMNS = ["index", "path", "cell_id", "label", "true_class", "argmax", "p_argmax", "final_label", "p_final",
                 "assigned", "low_confidence"]
 
 
 def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    check_keys(cfg, set(DEFAULTS), WHERE)
-    out = {**DEFAULTS, **cfg}
-    if not out["model_run"]:
-        raise ConfigError(f"{WHERE}.model_run: name a train.<run> (e.g. chromosomes24-dcnn) or 'best'")
+    out = validate(cfg, KARYOTYPING, WHERE)
     if out["model_run"] == "best" and not out["candidate_runs"]:
         raise ConfigError(f"{WHERE}.candidate_runs: model_run is 'best' but no candidate runs are listed")
-    hyp = out["hypotheses"]
-    if not isinstance(hyp, dict) or not hyp:
-        raise ConfigError(f"{WHERE}.hypotheses: give a mapping {{ISCN: prior weight}}, e.g. {{'46,XX': 0.4}}")
-    for iscn, w in hyp.items():
-        try:
-            canonical = counts_to_iscn(parse_iscn(iscn))
-        except ValueError as exc:
-            raise ConfigError(f"{WHERE}.hypotheses: {exc}") from exc
-        if canonical != iscn:
-            raise ConfigError(f"{WHERE}.hypotheses: write {iscn!r} as {canonical!r}")
-        if not isinstance(w, (int, float)) or not w > 0:
-            raise ConfigError(f"{WHERE}.hypotheses.{iscn}: prior weight must be a positive number, got {w!r}")
-    splits = out["splits"]
-    if splits != "all" and not (isinstance(splits, list) and splits):
-        raise ConfigError(f"{WHERE}.splits: a list of split names (e.g. [test]) or 'all'")
-    for key in ("min_prob", "extra_penalty", "missing_penalty"):
-        if not float(out[key]) > 0:
-            raise ConfigError(f"{WHERE}.{key}: must be positive, got {out[key]!r}")
+    try:
+        out["hypotheses"] = resolve_hypotheses(out["hypotheses"])
+    except ValueError as exc:
+        raise ConfigError(f"{WHERE}.hypotheses: {exc}") from None
     if out["extra_penalty"] + out["missing_penalty"] <= -math.log(out["min_prob"]):
         log.warning("%s: extra_penalty + missing_penalty <= -ln(min_prob): the assignment may declare a crop extra "
                     "and its slot missing rather than force a confident mistake into the slot", WHERE)
@@ -93,38 +67,36 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def select_model_run(cfg: dict[str, Any], models_dir: str | Path = "models") -> str:
-    """The run to use: ``model_run`` itself, or for ``best`` the candidate with the lowest best_val_loss."""
+    """The run to use: ``model_run`` itself, or for ``best`` the candidate with the highest validation accuracy
+    (validation losses of runs with different losses, e.g. with and without label smoothing, do not compare)."""
+    from genediag.models.checkpoint import read_checkpoint
+
     if cfg["model_run"] != "best":
         return str(cfg["model_run"])
-    losses = {}
+    accuracy = {}
     for run in cfg["candidate_runs"]:
-        path = Path(models_dir) / run / "fit.json"
+        path = Path(models_dir) / run / "model.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: candidate run '{run}' of {WHERE}.candidate_runs is not trained; "
                                     "run its train stage or remove it from the list")
-        losses[run] = float(json.loads(path.read_text())["best_val_loss"])
-    best = min(losses, key=lambda r: (losses[r], list(losses).index(r)))
-    log.info("model_run best: %s (validation loss %s)", best, {r: round(v, 6) for r, v in losses.items()})
+        accuracy[run] = float(read_checkpoint(path)["fit"]["best_val_accuracy"])
+    best = max(accuracy, key=lambda r: (accuracy[r], -list(accuracy).index(r)))
+    log.info("model_run best: %s (validation accuracy %s)", best, {r: round(v, 6) for r, v in accuracy.items()})
     return best
 
 
-def _paths(name: str, metrics_dir, plots_dir, eval_dir) -> dict[str, Path]:
-    out = Path(eval_dir) / "karyotyping" / name
-    return {"metrics": Path(metrics_dir) / "karyotyping" / f"{name}.json",
-            "confusion": Path(plots_dir) / "karyotyping" / f"{name}.csv",
-            "out": out, "cells": out / "cells.csv", "crops": out / "crops.csv", "karyograms": out / "karyograms"}
+def _paths(out: dict[str, str | Path]) -> dict[str, Path]:
+    d = Path(out["eval_dir"])
+    return {"metrics": Path(out["metrics"]), "confusion": Path(out["confusion"]), "out": d, "cells": d / "cells.csv",
+            "crops": d / "crops.csv", "karyograms": d / "karyograms", "example": Path(out["example"])}
 
 
-def _fresh_outputs(paths: dict[str, Path], example_png: Path) -> None:
+def _fresh_outputs(paths: dict[str, Path]) -> None:
     if paths["out"].exists():
         shutil.rmtree(paths["out"])
-    for p in (paths["metrics"], paths["confusion"], example_png):
-        p.parent.mkdir(parents=True, exist_ok=True)
+    for key in ("metrics", "confusion", "example"):
+        paths[key].parent.mkdir(parents=True, exist_ok=True)
     paths["karyograms"].mkdir(parents=True)
-
-
-def _write_json(obj: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def _message_png(text: str, path: Path, size: tuple[int, int]) -> None:
@@ -135,27 +107,16 @@ def _message_png(text: str, path: Path, size: tuple[int, int]) -> None:
     cv2.imwrite(str(path), img)
 
 
-def _load_rows(cfg: dict[str, Any], data_dir: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
-    """(the selected split rows, the image cache, crops per cell_id over the whole dataset)."""
-    from genediag.data.ingest import load_ingested
+def _load_rows(dataset_dir: Path, split_csv: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
+    """(every row with its split, the image cache, crops per cell_id over the whole dataset)."""
+    from genediag.data.datasets import load_split_table
 
-    dataset_dir = data_dir / "ingested" / cfg["dataset"]
-    manifest, images = load_ingested(dataset_dir)
-    for col in ("origin", "karyotype"):  # pandas would read an all-numeric origin column as integers
-        if col in manifest.columns:
-            manifest[col] = manifest[col].astype(str)
-    cell_sizes = manifest["cell_id"].astype(str).value_counts() if "cell_id" in manifest.columns else pd.Series(dtype=int)
-    if cfg["splits"] == "all":
-        return manifest, images, cell_sizes
-    split_csv = data_dir / "splits" / f"{cfg['dataset']}.csv"
-    split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
-    if len(split) != len(manifest) or not (split["sha256"].to_numpy() == manifest["sha256"].to_numpy()).all():
-        raise ConfigError(f"{split_csv} does not match {dataset_dir}/manifest.csv; re-run the split stage")
-    unknown = sorted(set(cfg["splits"]) - set(split["split"]))
-    if unknown:
-        raise ConfigError(f"{WHERE}.splits: {unknown} not in {split_csv} (it has {sorted(set(split['split']))})")
-    rows = manifest[split["split"].isin(cfg["splits"]).to_numpy()]
-    return rows, images, cell_sizes
+    images, table = load_split_table(dataset_dir, split_csv)
+    for col in ("origin", "karyotype", "cell_id"):
+        if col in table.columns:
+            table[col] = table[col].astype(str)
+    cell_sizes = table["cell_id"].value_counts() if "cell_id" in table.columns else pd.Series(dtype=int)
+    return table, images, cell_sizes
 
 
 def _cell_truth(cell: pd.DataFrame, class_set: set[str], cell_size: int) -> tuple[list[str | None], str | None, str]:
@@ -182,59 +143,59 @@ def _cell_truth(cell: pd.DataFrame, class_set: set[str], cell_size: int) -> tupl
         return true_class, None, str(exc)
 
 
-def _rate(num: int, den: int) -> float | None:
-    return round(num / den, 6) if den else None
+def _call_cells(rows: pd.DataFrame, probs: np.ndarray, hypotheses, cfg: dict[str, Any], threshold: float | None):
+    """[(cell_id, cell rows, their probabilities, CellCall)] for every cell of `rows`."""
+    out = []
+    for cell_id, cell in tqdm(rows.groupby("cell_id", sort=True), desc="cells", mininterval=5.0):
+        p = probs[cell.index.to_numpy()]
+        out.append((cell_id, cell, p, karyotype_cell(p, hypotheses, cfg["min_prob"], cfg["extra_penalty"],
+                                                     cfg["missing_penalty"], nofit_threshold=threshold)))
+    return out
 
 
-def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str | Path = "data",
-                    models_dir: str | Path = "models", metrics_dir: str | Path = "metrics",
-                    plots_dir: str | Path = "plots", eval_dir: str | Path = "evaluation",
-                    example_png: str | Path = "reports/figures/karyotyping_example.png") -> dict[str, Any]:
-    """Run cell-level karyotyping as configured in ``params.yaml: karyotype``; returns the metrics dict."""
+def karyotype_cells(cfg: dict[str, Any], dataset_dir: str | Path, split_csv: str | Path,
+                    models_dir: str | Path, out: dict[str, str | Path], evidence: dict[str, Any] | None = None,
+                    name: str | None = None) -> dict[str, Any]:
+    """Cell-level karyotyping as configured in ``params.yaml: karyotyping``; returns the metrics dict.
+
+    `out`: ``metrics`` (JSON), ``confusion`` (CSV), ``eval_dir`` (cells.csv, crops.csv, karyograms/), ``example``
+    (PNG for the report)."""
     t0 = time.perf_counter()
     cfg = resolve_config(cfg)
-    name = str(cfg["model_run"])
-    paths = _paths(name, metrics_dir, plots_dir, eval_dir)
-    example_png = Path(example_png)
-    rows, images, cell_sizes = _load_rows(cfg, Path(data_dir))
+    name = name or str(cfg["model_run"])
+    paths = _paths(out)
+    table, images, cell_sizes = _load_rows(Path(dataset_dir), Path(split_csv))
+    splits = sorted(set(table["split"])) if cfg["splits"] == "all" else list(cfg["splits"])
+    unknown = sorted(set(splits) - set(table["split"]))
+    if unknown:
+        raise ConfigError(f"{WHERE}.splits: {unknown} not in {split_csv} (it has {sorted(set(table['split']))})")
 
-    has_cells = "cell_id" in rows.columns and (rows["cell_id"].astype(str).str.len() > 0).any()
+    has_cells = "cell_id" in table.columns and (table["cell_id"].str.len() > 0).any()
     if not has_cells:
-        log.warning("karyotype: the manifest of dataset '%s' has no cell_id for the %s split rows, so crops cannot "
-                    "be grouped into cells; skipping (give a cell_id column in the source manifest to karyotype)",
-                    cfg["dataset"], cfg["splits"])
-        _fresh_outputs(paths, example_png)
-        _write_json({"skipped": SKIPPED_NO_CELL_ID, "dataset": cfg["dataset"], "model_run": name}, paths["metrics"])
-        pd.DataFrame(columns=["actual", "predicted"]).to_csv(paths["confusion"], index=False)
-        pd.DataFrame(columns=CELL_COLUMNS).to_csv(paths["cells"], index=False)
-        pd.DataFrame(columns=CROP_COLUMNS).to_csv(paths["crops"], index=False)
-        _message_png(f"karyotyping skipped: {SKIPPED_NO_CELL_ID} ({cfg['dataset']})", example_png,
-                     cfg["karyogram_size"])
+        log.warning("karyotyping: the manifest of %s has no cell_id, so crops cannot be grouped into cells; skipping "
+                    "(give a cell_id column in the source manifest to karyotype)", dataset_dir)
+        _fresh_outputs(paths)
+        gio.write_json(paths["metrics"], {"skipped": SKIPPED_NO_CELL_ID, "dataset": str(dataset_dir), "model_run": name})
+        for key, cols in (("confusion", ["actual", "predicted"]), ("cells", CELL_COLUMNS), ("crops", CROP_COLUMNS)):
+            gio.write_with(paths[key], lambda p, c=cols: pd.DataFrame(columns=c).to_csv(p, index=False))
+        _message_png(f"karyotyping skipped: {SKIPPED_NO_CELL_ID}", paths["example"], cfg["karyogram_size"])
         return {"skipped": SKIPPED_NO_CELL_ID}
 
-    no_cell = rows["cell_id"].astype(str).str.len() == 0
+    no_cell = table["cell_id"].str.len() == 0
     if no_cell.any():
-        log.warning("karyotype: %d of %d crops have no cell_id and are not karyotyped", int(no_cell.sum()), len(rows))
-    rows = rows[~no_cell].sort_values("index", kind="stable").reset_index(drop=True)
-    partial = sorted(c for c, n in rows["cell_id"].value_counts().items() if n != cell_sizes.get(c, n))
-    if partial:
-        log.warning("karyotype: %d cells have crops outside the splits %s (e.g. %s); they are karyotyped on the "
-                    "crops present but have no ground truth; split by patient (group_id) to keep cells whole",
-                    len(partial), cfg["splits"], partial[:3])
+        log.warning("karyotyping: %d of %d crops have no cell_id and are not karyotyped", int(no_cell.sum()), len(table))
+    use = table[~no_cell & table["split"].isin(set(splits) | {"val"})].sort_values("index", kind="stable")
+    use = use.reset_index(drop=True)
 
     import cv2
-    import torch
 
     from genediag.data.datasets import CachedImageDataset
+    from genediag.data.karyogram_layout import compose_karyogram
     from genediag.models.checkpoint import load_checkpoint
-    from genediag.synthetic.karyogram import compose_karyogram
-    from genediag.training.trainer import predict_proba
+    from genediag.models.inference import predict_proba, runner_for
 
     run = select_model_run(cfg, models_dir)
     model, meta = load_checkpoint(Path(models_dir) / run / "model.pt")
-    if meta.get("dataset", cfg["dataset"]) != cfg["dataset"]:
-        raise ConfigError(f"{WHERE}: model run '{run}' was trained on dataset '{meta['dataset']}', "
-                          f"not '{cfg['dataset']}'")
     names = [str(c) for c in meta["class_names"]]
     try:
         hypotheses = make_hypotheses(cfg["hypotheses"], names)
@@ -242,24 +203,38 @@ def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str 
         raise ConfigError(f"{WHERE}.hypotheses: {exc}") from exc
     spec = meta["input"]
     in_chans = 1 if images.ndim == 3 else images.shape[-1]
-    if in_chans != spec["in_chans"]:
+    if in_chans != int(spec["in_chans"]):
         raise ConfigError(f"{WHERE}: model '{run}' takes {spec['in_chans']}-channel input, the cache of "
-                          f"'{cfg['dataset']}' has {in_chans} channels")
-    torch.manual_seed(0)
-    ds = CachedImageDataset(images, rows["index"].to_numpy(), np.zeros(len(rows), np.int64), spec["size"],
-                            invert=spec["invert"])
-    log.info("karyotype: predicting %d crops of %d cells with %s", len(rows), rows["cell_id"].nunique(), run)
-    probs = predict_proba(model, ds, batch_size=int(cfg["batch_size"])).numpy().astype(np.float64)
+                          f"{dataset_dir} has {in_chans} channels")
+    synthetic = bool(meta.get("synthetic"))
+    ds = CachedImageDataset(images, use["index"].to_numpy(), np.zeros(len(use), np.int64), spec["size"],
+                            invert=bool(spec["invert"]))
+    log.info("karyotyping: predicting %d crops of %d cells with %s", len(use), use["cell_id"].nunique(), run)
+    runner = runner_for(model, Path(models_dir) / run, (evidence or {}).get("runtime", "onnx"))
+    probs = predict_proba(runner, ds, int(cfg["batch_size"]), float(meta.get("temperature", 1.0)))
 
-    _fresh_outputs(paths, example_png)
+    threshold = None
+    val = use[use["split"] == "val"]
+    if cfg["nofit_quantile"] is not None and len(val):
+        val_calls = _call_cells(val, probs, hypotheses, cfg, None)
+        threshold = round(fit_nofit_threshold([c.per_crop_log_likelihood for *_, c in val_calls],
+                                              cfg["nofit_quantile"]), 6)
+        log.info("no-fit threshold %.4f nats per crop: the %.0f %% quantile of %d validation cells", threshold,
+                 100 * cfg["nofit_quantile"], len(val_calls))
+    rows = use[use["split"].isin(splits)]
+    partial = sorted(c for c, n in rows["cell_id"].value_counts().items() if n != cell_sizes.get(c, n))
+    if partial:
+        log.warning("karyotyping: %d cells have crops outside the splits %s (e.g. %s); they are karyotyped on the "
+                    "crops present but have no ground truth; split by patient (group_id) to keep cells whole",
+                    len(partial), splits, partial[:3])
+
+    _fresh_outputs(paths)
     class_set, index = set(names), {c: i for i, c in enumerate(names)}
     title_tag = ", synthetic" if synthetic else ""
     cell_rows, crop_tables, truth_skips = [], [], []
     argmax_all = probs.argmax(1)
-    for cell_id, cell in tqdm(rows.groupby("cell_id", sort=True), desc="cells", mininterval=5.0):
+    for cell_id, cell, p, call in _call_cells(rows, probs, hypotheses, cfg, threshold):
         pos = cell.index.to_numpy()
-        p = probs[pos]
-        call = karyotype_cell(p, hypotheses, cfg["min_prob"], cfg["extra_penalty"], cfg["missing_penalty"])
         best = call.best
         final = call.final_labels(p, names)
         top = [names[i] for i in argmax_all[pos]]
@@ -275,11 +250,13 @@ def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str 
                                title=f"{cell_id}: {call.karyotype} (predicted{title_tag})", orient=True)
         cv2.imwrite(str(paths["karyograms"] / kg_name), kg)
         cell_rows.append({
-            "cell_id": cell_id, "group_id": cell["group_id"].iloc[0], "n_crops": len(cell),
-            "true_karyotype": cell["karyotype"].iloc[0] if "karyotype" in cell.columns else "",
+            "cell_id": cell_id, "group_id": cell["group_id"].iloc[0], "split": cell["split"].iloc[0],
+            "n_crops": len(cell), "true_karyotype": cell["karyotype"].iloc[0] if "karyotype" in cell.columns else "",
             "true_numerical": true_iscn or "", "predicted": call.karyotype, "score": round(best.score, 6),
             "runner_up": call.runner_up.hypothesis.iscn if call.runner_up else "",
             "margin": round(call.margin, 6) if math.isfinite(call.margin) else "",
+            "per_crop_log_likelihood": round(call.per_crop_log_likelihood, 6), "referred": bool(call.referred),
+            "refer_reason": call.reason,
             "suspected_abnormal": bool(is_numerically_abnormal(call.karyotype) or best.n_extra or best.missing),
             "n_low_confidence": int(low.sum()), "n_extra": best.n_extra,
             "missing": " ".join(names[s] for s in best.missing),
@@ -295,8 +272,8 @@ def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str 
         }))
     cells = pd.DataFrame(cell_rows, columns=CELL_COLUMNS)
     crops = pd.concat(crop_tables, ignore_index=True)[CROP_COLUMNS]
-    cells.to_csv(paths["cells"], index=False)
-    crops.to_csv(paths["crops"], index=False)
+    gio.write_with(paths["cells"], lambda p: cells.to_csv(p, index=False))
+    gio.write_with(paths["crops"], lambda p: crops.to_csv(p, index=False))
     _write_karyogram_manifest(cells, paths["karyograms"] / "manifest.csv")
 
     example = cfg["example_cell"]
@@ -305,24 +282,23 @@ def karyotype_cells(cfg: dict[str, Any], synthetic: bool = False, data_dir: str 
         example = (abnormal if len(abnormal) else cells)["cell_id"].iloc[0]
     elif example not in set(cells["cell_id"]):
         raise ConfigError(f"{WHERE}.example_cell: {example!r} is not among the karyotyped cells")
-    shutil.copyfile(paths["karyograms"] / f"{example}.png", example_png)
+    shutil.copyfile(paths["karyograms"] / f"{example}.png", paths["example"])
 
     if truth_skips:
-        log.warning("karyotype: %d of %d cells have no usable ground truth and are left out of the truth-dependent "
+        log.warning("karyotyping: %d of %d cells have no usable ground truth and are left out of the truth-dependent "
                     "metrics: %s", len(truth_skips), len(cells), "; ".join(truth_skips[:5]) +
                     (" …" if len(truth_skips) > 5 else ""))
-    metrics = _metrics(cfg, name, run, synthetic, cells, crops, names, hypotheses)
+    metrics = _metrics(cfg, name, run, synthetic, cells, crops, names, hypotheses, threshold, evidence or {})
     metrics["example_cell"] = str(example)
-    _write_json(metrics, paths["metrics"])
+    gio.write_json(paths["metrics"], metrics)
     truth = cells[cells["true_numerical"] != ""]
-    pd.DataFrame({"actual": truth["true_numerical"], "predicted": truth["predicted"]}).to_csv(paths["confusion"],
-                                                                                           index=False)
-    log.info("karyotype (%s%s): %d cells; crop accuracy %s → %s; counts exact %s → %s; karyotype accuracy %s; "
-             "sensitivity %s, specificity %s; %.1f s", run, ", synthetic" if synthetic else "", len(cells),
+    gio.write_with(paths["confusion"], lambda p: pd.DataFrame({"actual": truth["true_numerical"],
+                                                               "predicted": truth["predicted"]}).to_csv(p, index=False))
+    log.info("karyotyping (%s%s): %d cells; crop accuracy %s → %s; exact karyotypes %s (abnormal cells %s, n=%s); "
+             "referred %s; %.1f s", run, ", synthetic" if synthetic else "", len(cells),
              metrics.get("crop_accuracy_before"), metrics.get("crop_accuracy_after"),
-             metrics.get("cells_counts_exact_before"), metrics.get("cells_counts_exact_after"),
-             metrics.get("karyotype_accuracy"), metrics.get("sensitivity"), metrics.get("specificity"),
-             time.perf_counter() - t0)
+             metrics.get("exact_karyotype_accuracy"), metrics.get("exact_karyotype_accuracy_abnormal"),
+             metrics.get("abnormal_cells"), metrics.get("referred"), time.perf_counter() - t0)
     return metrics
 
 
@@ -336,12 +312,12 @@ def _write_karyogram_manifest(cells: pd.DataFrame, path: Path) -> None:
         path, index=False)
 
 
-def _metrics(cfg, name, run, synthetic, cells, crops, names, hypotheses) -> dict[str, Any]:
+def _metrics(cfg, name, run, synthetic, cells, crops, names, hypotheses, threshold, evidence) -> dict[str, Any]:
     scored = crops[crops["label"].isin(set(names))]
     with_origin = crops[crops["true_class"] != ""]
     out: dict[str, Any] = {
-        "dataset": cfg["dataset"], "model_run": name, "selected_run": run, "synthetic": bool(synthetic),
-        "splits": cfg["splits"], "hypotheses": [h.iscn for h in hypotheses],
+        "model_run": name, "selected_run": run, "synthetic": bool(synthetic), "splits": cfg["splits"],
+        "hypotheses": len(hypotheses), "nofit_threshold": threshold, "nofit_quantile": cfg["nofit_quantile"],
         "cells": int(len(cells)), "crops": int(len(crops)),
         # crop accuracy counts only crops whose own label is a model class (a der22 crop is left out)
         "crops_scored": int(len(scored)),
@@ -358,21 +334,31 @@ def _metrics(cfg, name, run, synthetic, cells, crops, names, hypotheses) -> dict
         "cells_flagged_abnormal": int(cells["suspected_abnormal"].sum()),
         "predicted_karyotypes": {k: int(v) for k, v in cells["predicted"].value_counts().sort_index().items()},
     }
-    truth = cells[cells["true_numerical"] != ""]
+    truth = cells[cells["true_numerical"] != ""].reset_index(drop=True)
     out["cells_with_truth"] = int(len(truth))
     if not len(truth):
-        log.warning("karyotype: no cell has ground truth (labels/origin/karyotype columns); the truth-dependent "
-                    "metrics (counts, karyotype accuracy, sensitivity, specificity) are skipped")
+        log.warning("karyotyping: no cell has ground truth (labels/origin/karyotype columns); the truth-dependent "
+                    "metrics (counts, exact karyotypes, sensitivity, specificity) are skipped")
         out["truth"] = "unavailable: no cell has a complete set of crops with known chromosome classes"
         return out
-    actual = truth["true_numerical"].map(is_numerically_abnormal).to_numpy(bool)
-    called = truth["predicted"].map(is_numerically_abnormal).to_numpy(bool)
-    out.update({
-        "cells_counts_exact_before": _rate(int(truth["counts_exact_before"].astype(bool).sum()), len(truth)),
-        "cells_counts_exact_after": _rate(int(truth["counts_exact_after"].astype(bool).sum()), len(truth)),
-        "karyotype_accuracy": _rate(int((truth["true_numerical"] == truth["predicted"]).sum()), len(truth)),
-        "abnormal_cells": int(actual.sum()), "normal_cells": int((~actual).sum()),
-        "sensitivity": _rate(int((actual & called).sum()), int(actual.sum())),
-        "specificity": _rate(int((~actual & ~called).sum()), int((~actual).sum())),
-    })
+    out["cells_counts_exact_before"] = _rate(int(truth["counts_exact_before"].astype(bool).sum()), len(truth))
+    out["cells_counts_exact_after"] = _rate(int(truth["counts_exact_after"].astype(bool).sum()), len(truth))
+    calls = karyotype_metrics(truth["true_numerical"].tolist(), truth["predicted"].tolist(),
+                              truth["referred"].astype(bool).tolist())
+    calls.pop("cells", None)   # = cells_with_truth
+    out.update(calls)
+    if evidence:
+        from genediag.evaluation.uncertainty import bootstrap_ci
+
+        keys = ("exact_karyotype_accuracy", "exact_karyotype_accuracy_abnormal", "sensitivity", "specificity")
+        ci = bootstrap_ci(lambda t, c, r: {k: karyotype_metrics(list(t), list(c), list(r)).get(k) for k in keys},
+                          truth["group_id"].to_numpy(), {"t": truth["true_numerical"].to_numpy(),
+                                                         "c": truth["predicted"].to_numpy(),
+                                                         "r": truth["referred"].astype(bool).to_numpy()},
+                          int(evidence["bootstrap"]), int(evidence["seed"]))
+        out["ci95"] = ci
     return out
+
+
+def _rate(num: int, den: int) -> float | None:
+    return round(num / den, 6) if den else None

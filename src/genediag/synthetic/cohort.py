@@ -57,7 +57,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from genediag.synthetic.karyogram import compose_karyogram
+from genediag.data.karyogram_layout import compose_karyogram
 from genediag.synthetic.karyotype import ABNORMALITIES, ALL_LABELS, DEFAULT_ABNORMALITIES, make_karyotype
 from genediag.synthetic.render import merge_render_params, render_chromosome
 
@@ -326,6 +326,9 @@ def generate_cohort(out_dir, params: dict[str, Any] | None = None, report_dir=No
             shutil.rmtree(out / sub)
         (out / sub).mkdir(parents=True, exist_ok=True)
 
+    from genediag.data.marker import write_synthetic_marker
+
+    write_synthetic_marker(out, "genediag.synthetic.cohort")
     plan = patient_plan(prm)
     test_plan = plan_test_patients(prm)
     n_samples = int(prm["contact_sheet_per_class"]) if report_dir is not None else 0
