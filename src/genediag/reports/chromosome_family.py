@@ -183,8 +183,8 @@ def _auc(result: dict[str, Any]) -> Any:
     return None
 
 
-def _roc_points(plots_dir: Path, task: str, model: str) -> pd.DataFrame | None:
-    path = plots_dir / "roc" / task / f"{model}.csv"
+def _roc_points(plots_dir: Path, run: str) -> pd.DataFrame | None:
+    path = plots_dir / "roc" / f"{run}.csv"
     if not path.is_file():
         return None
     df = pd.read_csv(path)
@@ -211,7 +211,7 @@ def roc_figure(curves: dict[str, tuple[pd.DataFrame, float | None]], path: str |
 def _confusions(task, results, plots_dir, figures_dir, tag, rel) -> list[str]:
     lines = []
     for r in results:
-        conf = pd.read_csv(Path(plots_dir) / "confusion" / task / f"{r['model']}.csv", dtype=str)
+        conf = pd.read_csv(Path(plots_dir) / "confusion" / f"{r['run']}.csv", dtype=str)
         fig = confusion_figure(conf["actual"], conf["predicted"], list(r["per_class_accuracy"]),
                                Path(figures_dir) / f"confusion_{task}_{r['model']}.png", f"{task} / {r['model']}{tag}")
         lines += [f"![Confusion matrix {task} {r['model']}{tag}]({rel(fig)})", ""]
@@ -260,7 +260,7 @@ def binary_section(tasks: list[tuple[str, list[dict[str, Any]]]], tag: str, plot
             classes = list(r["per_class_accuracy"])
             pos = positive_class(classes)
             neg = next(c for c in classes if c != pos)
-            conf = pd.read_csv(plots_dir / "confusion" / task / f"{r['model']}.csv", dtype=str)
+            conf = pd.read_csv(plots_dir / "confusion" / f"{r['run']}.csv", dtype=str)
             k = binary_counts(conf["actual"], conf["predicted"], pos)
             ratio = lambda a, b: a / (a + b) if a + b else 0.0  # noqa: E731
             sens, spec, prec = ratio(k["tp"], k["fn"]), ratio(k["tn"], k["fp"]), ratio(k["tp"], k["fp"])
@@ -269,7 +269,7 @@ def binary_section(tasks: list[tuple[str, list[dict[str, Any]]]], tag: str, plot
             rows.append([f"{pos} vs {neg}", MODEL_NAMES.get(r["model"], r["model"]), f"{k['tp'] + k['fn']} / "
                          f"{k['tn'] + k['fp']}", r["accuracy"], sens, spec, prec, f1,
                          "—" if auc is None else auc, published(task, r["model"], "accuracy")])
-            pts = _roc_points(plots_dir, task, r["model"])
+            pts = _roc_points(plots_dir, r["run"])
             if pts is not None:
                 curves[f"{pos} vs {neg}"] = (pts, auc)
             b = load_benchmarks(benchmarks_dir, task).get(r["model"])
@@ -282,19 +282,32 @@ def binary_section(tasks: list[tuple[str, list[dict[str, Any]]]], tag: str, plot
         fig = roc_figure(curves, figures_dir / "roc_binary.png", f"ROC, abnormal vs normal{tag}")
         lines += [f"![ROC curves of the binary tasks{tag}]({rel(fig)})", ""]
     else:
-        lines += ["No ROC data yet (`plots/roc/<task>/<model>.csv`).", ""]
+        lines += ["No ROC data yet (`plots/chromosomes/roc/<run>.csv`).", ""]
     if bench_rows:
         lines += ["Inference time (s / 1000 samples):", "", table(["Task", "One at a time", "Batched"], bench_rows), ""]
     else:
-        lines += ["Inference time: not measured for the binary runs (list a run under `benchmark:` in params.yaml "
-                  "to time it).", ""]
+        lines += ["Inference time: not measured for the binary runs (list a run under `chromosomes.benchmark` in "
+                  "params.yaml to time it).", ""]
     for task, results in tasks:
         lines += _confusions(task, results, plots_dir, figures_dir, tag, rel)
     return lines
 
 
-def task_sections(tasks: Sequence[str], synthetic: bool, out_md: str | Path, metrics_dir: str | Path = "metrics",
-                  plots_dir: str | Path = "plots", figures_dir: str | Path = "reports/figures/chromosomes",
+def results_by_task(metrics_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every run's metrics (``<metrics_dir>/<run>.json``, not the ``.seeds.json``) grouped by task, by model name."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in sorted(Path(metrics_dir).glob("*.json")):
+        if p.name.endswith(".seeds.json"):
+            continue
+        r = json.loads(p.read_text())
+        if "task" in r:
+            out.setdefault(r["task"], []).append(r)
+    return {t: sorted(rs, key=lambda r: r["model"]) for t, rs in out.items()}
+
+
+def task_sections(tasks: Sequence[str], synthetic: bool, out_md: str | Path,
+                  metrics_dir: str | Path = "metrics/chromosomes", plots_dir: str | Path = "plots/chromosomes",
+                  figures_dir: str | Path = "reports/figures/chromosomes",
                   benchmarks_dir: str | Path = "benchmarks/inference") -> list[str]:
     """Markdown lines for every task: multi-class tasks in the given order, then the binary tasks together."""
     tag = " (synthetic cohort)" if synthetic else ""
@@ -302,10 +315,11 @@ def task_sections(tasks: Sequence[str], synthetic: bool, out_md: str | Path, met
     rel = lambda p: os.path.relpath(p, out_md.parent)  # noqa: E731
     lines: list[str] = []
     binary: list[tuple[str, list[dict[str, Any]]]] = []
+    by_task = results_by_task(metrics_dir)
     for task in tasks:
-        results = [json.loads(p.read_text()) for p in sorted((Path(metrics_dir) / task).glob("*.json"))]
+        results = by_task.get(task, [])
         if not results:
-            lines += [f"## {task}", "", f"No metrics yet in `{metrics_dir}/{task}/`; run `dvc repro`.", ""]
+            lines += [f"## {task}", "", f"No metrics of task {task} yet in `{metrics_dir}/`; run `dvc repro`.", ""]
             continue
         if all(len(r["per_class_accuracy"]) == 2 for r in results):
             binary.append((task, results))

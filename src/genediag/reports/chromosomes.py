@@ -13,20 +13,24 @@ from genediag.reports.chromosome_family import METRIC_COLUMNS  # noqa: F401  (re
 from genediag.reports.markdown import table
 
 
-def write_chromosome_report(tasks: Sequence[str], dataset: str, synthetic: bool, out_md: str | Path,
-                            metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots",
-                            data_dir: str | Path = "data", figures_dir: str | Path = "reports/figures/chromosomes",
+def write_chromosome_report(tasks: Sequence[str], dataset_dir: str | Path, split_json: str | Path, out_md: str | Path,
+                            metrics_dir: str | Path = "metrics/chromosomes", plots_dir: str | Path = "plots/chromosomes",
+                            karyotyping_metrics: str | Path = "metrics/karyotyping",
+                            karyotyping_plots: str | Path = "plots/karyotyping",
+                            karyotyping_example: str | Path = "reports/figures/karyotyping_example.png",
+                            figures_dir: str | Path = "reports/figures/chromosomes",
                             cohort_figures_dir: str | Path = "reports/figures",
                             benchmarks_dir: str | Path = "benchmarks/inference") -> Path:
     out_md, figures_dir, cohort_figures_dir = Path(out_md), Path(figures_dir), Path(cohort_figures_dir)
+    ingest = json.loads((Path(dataset_dir) / "summary.json").read_text())
+    split = json.loads(Path(split_json).read_text())
+    synthetic = bool(ingest.get("synthetic"))
     tag = " (synthetic cohort)" if synthetic else ""
     lines = [f"# Chromosome classification{tag}", ""]
     if synthetic:
         lines += ["> **Synthetic data.** Every number below was measured on the embedded synthetic cohort "
                   "(G-banded chromosomes rendered from the hg38 ideogram), not on patient data.", ""]
 
-    ingest = json.loads((Path(data_dir) / "ingested" / dataset / "summary.json").read_text())
-    split = json.loads((Path(data_dir) / "splits" / f"{dataset}.json").read_text())
     lines += ["## Data", "",
               f"Source `{ingest['source']}`: {ingest['input']} inputs = {ingest['accepted']} accepted + "
               f"{ingest['quarantined']} quarantined; {ingest['groups']} patients; cached as "
@@ -47,7 +51,7 @@ def write_chromosome_report(tasks: Sequence[str], dataset: str, synthetic: bool,
     lines += task_sections(tasks, synthetic, out_md, metrics_dir, plots_dir, figures_dir, benchmarks_dir)
     from genediag.reports.karyotyping import karyotyping_section
 
-    lines += [karyotyping_section(out_md, synthetic, metrics_dir, plots_dir)]
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("\n".join(lines))
-    return out_md
+    lines += [karyotyping_section(out_md, synthetic, karyotyping_metrics, karyotyping_plots, karyotyping_example)]
+    from genediag import io as gio
+
+    return gio.write_text(out_md, "\n".join(lines))

@@ -84,14 +84,19 @@ def embedding_figure(runs: dict[str, Path], path: Path, seed: int = 0) -> Path |
     return path
 
 
-def write_faces_report(cfg: dict[str, Any], synthetic: bool, out_md: str | Path, metrics_dir: str | Path = "metrics",
-                       plots_dir: str | Path = "plots", data_dir: str | Path = "data",
-                       eval_dir: str | Path = "evaluation", figures_dir: str | Path = "reports/figures/faces",
+def write_faces_report(cfg: dict[str, Any], syndromes_dir: str | Path, identities_dir: str | Path,
+                       out_md: str | Path, metrics_dir: str | Path = "metrics/faces",
+                       plots_dir: str | Path = "plots/faces", split_dir: str | Path = "data/splits",
+                       eval_dir: str | Path = "evaluation/faces", figures_dir: str | Path = "reports/figures/faces",
                        cohort_dir: str | Path = "data/synthetic-faces",
-                       review_dir: str | Path = "reports/faces_review") -> Path:
-    out_md, figures_dir, data_dir = Path(out_md), Path(figures_dir), Path(data_dir)
+                       cohort_figure: str | Path = "reports/figures/faces/synthetic_faces.png") -> Path:
+    """`cfg`: ``reports.faces``; `syndromes_dir` / `identities_dir`: the ingested (detected, aligned) datasets.
+    Every picture that shows a face goes to `figures_dir`, a DVC output (never git)."""
+    out_md, figures_dir = Path(out_md), Path(figures_dir)
     rel = lambda p: os.path.relpath(p, out_md.parent)  # noqa: E731
-    syn_ds, id_ds = cfg["syndromes"], cfg["identities"]
+    syndromes_dir, identities_dir = Path(syndromes_dir), Path(identities_dir)
+    syn_ds, id_ds = syndromes_dir.name, identities_dir.name
+    synthetic = bool((_read(syndromes_dir / "summary.json") or {}).get("synthetic"))
     tag = " (synthetic cohort)" if synthetic else ""
     S = "synthetic " if synthetic else ""
     lines = [f"# Facial syndrome recognition{tag}", ""]
@@ -110,51 +115,57 @@ def write_faces_report(cfg: dict[str, Any], synthetic: bool, out_md: str | Path,
                   f"pretraining. Base portraits: " + "; ".join(f"`{k}` — {v}" for k, v in cohort["licences"].items())
                   + ".", ""]
         lines += [table(["Pattern", "Change of facial geometry"], [[k, v] for k, v in cohort["patterns"].items()]), ""]
-        fig = Path("reports/figures/synthetic_faces.png")
+        fig = Path(cohort_figure)
         if fig.exists():
             lines += [f"![Pattern atlas and raw photos (synthetic)]({rel(fig)})", ""]
 
     lines += ["## Detection, review and alignment", "",
-              "MTCNN (facenet-pytorch, packaged weights) on the original photos; the most confident face is kept. "
-              "Photos without a face, with a low probability or with several faces go to the review queue; a "
-              "reviewer's `manual_boxes.csv` (box, landmarks, exclude or accept per photo) overrides the detector "
-              "on the next `dvc repro`.", ""]
+              "During ingest, MTCNN (facenet-pytorch, packaged weights) searches every photo (turned by 90/270/180 "
+              "degrees when it finds no face); the most confident face is aligned. Photos with no face, a low "
+              "probability or a second *comparable* face (similar size and probability) go to the review queue "
+              "(`data/ingested/<dataset>/review_queue.csv` and `review_sheet.png`, DVC outputs: they show faces); on "
+              "real data queued photos stay out of training until the reviewer accepts them in "
+              "`review/<kind>/<dataset>.csv` (box, landmarks, accept or exclude per photo).", ""]
     rows = []
-    for ds in (syn_ds, id_ds):
-        ing = _read(data_dir / "ingested" / ds / "summary.json") or {}
-        det = _read(data_dir / "faces" / "detect" / ds / "summary.json") or {}
-        ali = _read(data_dir / "faces" / "aligned" / ds / "summary.json") or {}
-        rows.append([ds, ing.get("input", "–"), ing.get("quarantined", "–"), det.get("photos", "–"),
-                     f"{100 * det['detection_rate']:.1f} %" if "detection_rate" in det else "–",
-                     det.get("review_queue", "–"), det.get("manual_overrides", "–"), ali.get("aligned", "–"),
-                     ali.get("excluded", "–")])
-    lines += [table(["Dataset", "Photos", "Quarantined (ingest)", "Searched", "Face found", "Review queue",
-                     "Manual overrides", "Aligned", "Excluded"], rows), ""]
-    ali = _read(data_dir / "faces" / "aligned" / syn_ds / "summary.json")
+    for d in (syndromes_dir, identities_dir):
+        ing = _read(d / "summary.json") or {}
+        det = ing.get("faces") or {}
+        rows.append([d.name, ing.get("input", "–"), ing.get("accepted", "–"), ing.get("quarantined", "–"),
+                     f"{100 * det['face_found_rate']:.1f} %" if det.get("face_found_rate") is not None else "–",
+                     det.get("found_after_rotation", "–"), det.get("review_queue", "–"),
+                     det.get("comparable_multi_face", "–"), det.get("any_multi_face", "–"),
+                     "yes" if det.get("queued_in_training") else "no"])
+    lines += [table(["Dataset", "Photos", "Aligned (accepted)", "Quarantined", "Face found", "Found after turning",
+                     "Review queue", "Comparable 2nd face", "Any 2nd face", "Queued photos trained on"], rows), ""]
+    ali = (_read(syndromes_dir / "summary.json") or {}).get("faces") or {}
     if ali:
-        h, w = ali["image_shape"][:2]
+        h, w = (_read(syndromes_dir / "summary.json") or {})["image_shape"][:2]
         lines += [f"Alignment: 5-landmark similarity transform onto the {ali['template']} template, crops {w}×{h} "
                   f"(template scale {ali['scale']:g}); EXIF and all other metadata dropped.", ""]
-    for ds in (syn_ds, id_ds):
-        png = Path(review_dir) / f"{ds}.png"
+    import shutil
+
+    for d in (syndromes_dir, identities_dir):
+        png = d / "review_sheet.png"
         if png.exists():
-            lines += [f"![Review queue {ds}]({rel(png)})", ""]
-    sheet = aligned_sheet(data_dir / "faces" / "aligned" / syn_ds, data_dir / "faces" / "splits" / f"{syn_ds}.csv",
-                          figures_dir / "aligned_syndromes.png")
+            figures_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, figures_dir / f"review_{d.name}.png")
+            lines += [f"![Review queue {d.name}]({rel(figures_dir / f'review_{d.name}.png')})", ""]
+    sheet = aligned_sheet(syndromes_dir, Path(split_dir) / f"{syn_ds}.csv", figures_dir / "aligned_syndromes.png")
     if sheet:
         lines += [f"![Aligned crops by class ({S.strip() or 'cohort'})]({rel(sheet)})", ""]
     split_rows = []
     for ds in (syn_ds, id_ds):
-        sp = _read(data_dir / "faces" / "splits" / f"{ds}.json")
+        sp = _read(Path(split_dir) / f"{ds}.json")
         if sp:
-            for s in sorted(sp["items"]):
-                split_rows.append([ds, s, sp["items"][s], sp["groups"][s]])
+            for s_ in sorted(sp["items"]):
+                split_rows.append([ds, s_, sp["items"][s_], sp["groups"][s_]])
     if split_rows:
         lines += ["Splits: syndromes 90/10 stratified by class and grouped by person, validation carved from the 90 %; "
                   "identities: whole people held out (`test`) for verification, the rest split per person into "
-                  "train/val.", "", table(["Dataset", "Split", "Photos", "People"], split_rows), ""]
+                  "train/val; the synthetic cohort's extra test people and subjects are fixed to `test`.", "",
+                  table(["Dataset", "Split", "Photos", "People"], split_rows), ""]
 
-    mdir = Path(metrics_dir) / "faces"
+    mdir = Path(metrics_dir)
     lines += [f"## Stage 1: identity pretraining and face verification{tag}", "",
               "LFW protocol on the held-out people: all same-person pairs plus as many different-person pairs, cosine "
               "similarity of the penultimate features (face + mirror image), 10 folds, threshold chosen on 9.", ""]
@@ -163,22 +174,27 @@ def write_faces_report(cfg: dict[str, Any], synthetic: bool, out_md: str | Path,
         r = _read(mdir / f"{run}.json")
         if r:
             vrows.append([r["model"], r["identities_trained"], r["identity_val_accuracy"],
-                          f"{r['verification_accuracy']:.4f} ± {r['verification_std']:.4f}", r["pairs"],
+                          f"{r['verification_accuracy']:.4f} ± {r['verification_std']:.4f}" + _ci(r, "verification_accuracy"),
+                          r["pairs"],
                           r["held_out_people"], f"{PUBLISHED_LFW:.3f} (LFW)" if "seresnet" in r["model"] else "–"])
     lines += [table(["Model", "Identities", "Identity val acc.", f"Verification acc. ({S}10-fold)", "Pairs",
                      "Held-out people", "Published"], vrows) if vrows else "No stage-1 metrics yet; run `dvc repro`.",
               ""]
 
-    results = {m: _read(mdir / f"{m}.json") for m in cfg.get("finetune", [])}
-    results = {m: r for m, r in results.items() if r}
+    results = {}
+    for run in cfg.get("finetune", []):
+        r = _read(mdir / f"{run}.json")
+        if r:
+            results[r["model"]] = r
     lines += [f"## Syndrome recognition: top-1 on the test split{tag}", ""]
     if not results:
         lines += ["No fine-tuned metrics yet; run `dvc repro`.", ""]
     else:
-        trows = [[MODEL_TITLES.get(m, m), r["n"], r["top1"], r["top1_patterns"], r["macro_precision"],
-                  r["macro_recall"], PUBLISHED_TOP1.get(m, "–"), r["best_epoch"]] for m, r in results.items()]
-        lines += [table(["Model", "Test photos", f"Top-1, 11 classes ({S.strip() or 'ours'})",
-                         "Top-1, 10 patterns", "Macro precision", "Macro recall",
+        trows = [[MODEL_TITLES.get(m, m), r["n"], f"{r['top1']:.4f}{_ci(r, 'accuracy')}", r["top1_patterns"],
+                  r["macro_precision"], r["macro_recall"], r.get("ece"), PUBLISHED_TOP1.get(m, "–"), r["best_epoch"]]
+                 for m, r in results.items()]
+        lines += [table(["Model", "Test photos", f"Top-1, 11 classes [95 % CI] ({S.strip() or 'ours'})",
+                         "Top-1, 10 patterns", "Macro precision", "Macro recall", "ECE",
                          "Published top-1 (private data)", "Best epoch"], trows), "",
                   "Top-1 over 10 patterns: photos of the patterns only, arg max over the pattern classes only.", ""]
         classes = list(next(iter(results.values()))["per_class"])
@@ -188,7 +204,7 @@ def write_faces_report(cfg: dict[str, Any], synthetic: bool, out_md: str | Path,
                 + [next(iter(results.values()))["per_class"][c]["support"]] for c in classes]
         lines += [table(head, prow), ""]
         for m in results:
-            conf = pd.read_csv(Path(plots_dir) / "confusion" / "faces" / f"{m}.csv", dtype=str)
+            conf = pd.read_csv(Path(plots_dir) / "confusion" / f"{results[m]['run']}.csv", dtype=str)
             cm = pd.crosstab(conf["actual"], conf["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
             short = [c[:10] for c in classes]
             lines += [f"### Confusion matrix, {MODEL_TITLES.get(m, m)} (Table 3 layout: rows = actual, columns = "
@@ -203,6 +219,11 @@ def write_faces_report(cfg: dict[str, Any], synthetic: bool, out_md: str | Path,
             lines += [f"### Penultimate-layer embedding, softmax vs cross-loss (Fig. 5){tag}", "",
                       "First two principal components of the L2-normalised features of every syndrome photo; ringed "
                       "points are test photos.", "", f"![Embeddings{tag}]({rel(emb)})", ""]
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("\n".join(lines))
-    return out_md
+    from genediag import io as gio
+
+    return gio.write_text(out_md, "\n".join(lines))
+
+
+def _ci(r: dict[str, Any], key: str) -> str:
+    ci = (r.get("ci95") or {}).get(key)
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""

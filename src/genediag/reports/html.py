@@ -1,18 +1,19 @@
 """``reports/index.html``: one static page over every branch's results, built from whatever the pipeline wrote.
 
-Nothing is registered by hand: the page collects
-- every ``metrics/**/*.json`` into one overview table (and links each file),
-- every ``reports/*.md`` (rendered from Markdown, tables and figures included),
-- every model card ``evaluation/*/MODEL_CARD.md``,
-- every dvclive training history ``plots/training/<run>/**/*.tsv`` as small inline SVG charts,
-- every other plot data file under ``plots/`` (confusion pairs, ROC points, …) as a link,
-- every figure under ``reports/figures/`` that no report shows, as a gallery,
-so a new task's report, metrics and plots appear on the next ``dvc repro`` without touching this module.
+The page reads top-down the way a reviewer asks:
 
-The page needs no server and no network: CSS and charts are inline, images are referenced relative to the
-page (they live beside it in ``reports/figures/``) or, with ``embed_images``, inlined as data URIs for a
-single-file hand-out. The output is deterministic (no timestamps) so an unchanged pipeline gives an unchanged
-file in git.
+1. ``id="summary"`` — what this commit shows: per branch, the models as columns, the headline metrics with their
+   95 % intervals, the papers' published figures beside ours (marked "their data") and a synthetic/real badge
+   (:mod:`genediag.reports.summary`);
+2. figures — per branch the report figures (confusion heat maps, ROC, examples), then inline reliability diagrams
+   and referral curves drawn from ``plots/<branch>/reliability`` and ``plots/<branch>/referral``, then the dvclive
+   training curves;
+3. every ``reports/*.md`` rendered (tables and figures in context);
+4. collapsed: the raw per-file metrics tables, the model cards ``evaluation/**/MODEL_CARD.md``, the plot data.
+
+Nothing is registered by hand, so a new run appears on the next ``dvc repro``. The page needs no server and no
+network: CSS and charts are inline, images are referenced relative to the page or, with ``embed_images``, inlined as
+data URIs. The output is deterministic (no timestamps) so an unchanged pipeline gives an unchanged file in git.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ padding:4px 12px;background:#fff8c5}
 figcaption{font-size:.85em;color:#57606a;text-align:center}
 .muted{color:#57606a;font-size:.9em}.scroll{overflow-x:auto}td.num{text-align:right}
 header code{background:#3d444d;color:#fff}.synthetic{color:#9a6700;font-weight:600}
+.badge{display:inline-block;border-radius:10px;padding:0 7px;font-size:.8em;font-weight:600}
+.badge.synthetic{background:#fff8c5;color:#9a6700;border:1px solid #d4a72c}
+.badge.real{background:#dafbe1;color:#1a7f37;border:1px solid #4ac26b}
+.badge.unknown{background:#eaeef2;color:#57606a;border:1px solid #afb8c1}
+td.pub{color:#57606a;font-style:italic}#summary table{font-size:.88em}
+.thumbs figure{width:300px}.thumbs img{max-height:260px;object-fit:contain}
 """
 
 
@@ -117,12 +124,10 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def metrics_table(entries: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path, metrics_dir: Path,
-                  synthetic_datasets: Iterable[str] = ()) -> str:
+def metrics_table(entries: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path, metrics_dir: Path) -> str:
     """One table per task folder of metrics/: a row per top-level number, a column per model (file)."""
     if not entries:
         return "<p class='muted'>No metrics yet under <code>metrics/</code>; run <code>dvc repro</code>.</p>"
-    synthetic_datasets = set(synthetic_datasets)
     groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, d in entries:
         groups.setdefault(path.parent.relative_to(metrics_dir).as_posix(), []).append((path, d))
@@ -135,7 +140,7 @@ def metrics_table(entries: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path,
 
         def data_cell(d: dict[str, Any]) -> str:
             dataset = str(d.get("dataset", ""))
-            synthetic = d.get("synthetic") is True or dataset in synthetic_datasets
+            synthetic = d.get("synthetic") is True
             split = f" / {d['split']}" if d.get("split") else ""
             return (html.escape(dataset + split)
                     + (" <span class='synthetic'>(synthetic)</span>" if synthetic else ""))
@@ -182,7 +187,8 @@ def read_tsv_series(path: Path) -> tuple[str, list[tuple[float, float]]]:
 
 
 def svg_line_chart(series: dict[str, list[tuple[float, float]]], title: str, width: int = 330,
-                   height: int = 220) -> str:
+                   height: int = 220, x_label: str = "step", fixed: tuple[float, float, float, float] | None = None,
+                   dashed: Sequence[str] = ()) -> str:
     """A small self-contained SVG line chart (one line per series, legend, min/max ticks)."""
     pts = [p for s in series.values() for p in s]
     if not pts:
@@ -191,6 +197,8 @@ def svg_line_chart(series: dict[str, list[tuple[float, float]]], title: str, wid
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
+    if fixed is not None:
+        x0, x1, y0, y1 = fixed
     if x1 == x0:
         x1 = x0 + 1
     if y1 == y0:
@@ -209,15 +217,16 @@ def svg_line_chart(series: dict[str, list[tuple[float, float]]], title: str, wid
     for v in (x0, x1):
         out.append(f"<text x='{sx(v):.1f}' y='{top + ph + 13}' text-anchor='middle' font-size='10'>{fmt(v)}</text>")
     out.append(f"<text x='{left + pw / 2}' y='{height - 4}' text-anchor='middle' font-size='10' "
-               "fill='#57606a'>step</text>")
+               f"fill='#57606a'>{html.escape(x_label)}</text>")
     for i, (name, s) in enumerate(series.items()):
         colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
-        out.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.8' points='{path}'/>")
+        dash = " stroke-dasharray='4 3'" if name in dashed else ""
+        out.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.8'{dash} points='{path}'/>")
         if len(s) == 1:
             out.append(f"<circle cx='{sx(s[0][0]):.1f}' cy='{sy(s[0][1]):.1f}' r='3' fill='{colour}'/>")
         if len(series) > 1 or name:  # legend: one row under the title
-            lx = left + 4 + 70 * i
+            lx = left + 4 + 90 * i
             out.append(f"<line x1='{lx}' y1='{top - 6}' x2='{lx + 14}' y2='{top - 6}' stroke='{colour}' "
                        f"stroke-width='2'/><text x='{lx + 17}' y='{top - 2}' font-size='10'>{html.escape(name)}</text>")
     out.append("</svg>")
@@ -253,46 +262,174 @@ def _title_of(markdown: str, fallback: str) -> str:
     return m.group(1).strip() if m else fallback
 
 
+def summary_html(groups: Sequence[Any], out_dir: Path, report_anchor: dict[str, str]) -> str:
+    """The first screen: a table per branch group, models as columns, headline metrics with their 95 % CIs."""
+    from genediag.reports import summary as S
+
+    if not groups:
+        return ("<h2>Summary</h2><p class='muted'>No metrics yet under <code>metrics/</code>; run "
+                "<code>make repro</code> (or <code>dvc repro</code>).</p>")
+    parts = ["<h2>Summary: what this commit shows</h2>",
+             "<p class='muted'>Test split; each cell is the point estimate with its 95 % interval from a bootstrap "
+             "over patients (people, for faces). Published figures come from the papers' own private data: they are "
+             "context, not a comparison. Compare two commits with <code>python -m genediag compare A B</code>.</p>"]
+    for g in groups:
+        cols = g.columns
+        head = "<th></th>" + "".join(f"<th>{html.escape(S.column_header(c))}</th>" for c in cols)
+        badge = lambda c: f"<span class='badge {S.synthetic_badge(c)}'>{S.synthetic_badge(c)}</span>"  # noqa: E731
+        rows = ["<tr><td>data</td>" + "".join(f"<td>{html.escape(str(c.data.get('dataset', '—')))} {badge(c)}</td>"
+                                              for c in cols) + "</tr>",
+                "<tr><td>test set</td>" + "".join(f"<td class='num'>{html.escape(S.n_text(c))}</td>" for c in cols)
+                + "</tr>"]
+        for key, label in g.rows():
+            rows.append(f"<tr><td>{html.escape(label)}</td>" + "".join(
+                f"<td class='num'>{html.escape(S.fmt_ci(c.value(key), c.ci(key)))}</td>" for c in cols) + "</tr>")
+            pub = [S.published_value(c, key) for c in cols]
+            if any(v is not None for v in pub):
+                rows.append(f"<tr><td class='pub'>{html.escape(label)}, published (their data)</td>" + "".join(
+                    f"<td class='num pub'>{'—' if v is None else f'{v:.3f}'}</td>" for v in pub) + "</tr>")
+        sd = [c.seed_sd(g.rows()[0][0]) if g.rows() else None for c in cols]
+        if any(sd):
+            rows.append(f"<tr><td>{html.escape(g.rows()[0][1])}: sd over seeds</td>" + "".join(
+                f"<td class='num'>{'—' if v is None else f'{v[0]:.3f} ({v[1]} seeds)'}</td>" for v in sd) + "</tr>")
+        links = "".join(f"<a href='{html.escape(_rel(c.path, out_dir))}'>{html.escape(c.path.name)}</a> "
+                        for c in cols)
+        more = report_anchor.get(g.branch)
+        parts.append(f"<h3>{html.escape(g.title)}</h3><div class='scroll'><table><thead><tr>{head}</tr></thead>"
+                     f"<tbody>{''.join(rows)}</tbody></table></div><p class='muted'>"
+                     + (f"<a href='#{more}'>Full report ↓</a> · " if more else "") + f"files: {links}</p>")
+    return "".join(parts)
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _points(rows: list[dict[str, str]], x: str, y: str) -> list[tuple[float, float]]:
+    out = []
+    for r in rows:
+        try:
+            px, py = float(r[x]), float(r[y])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(px) and math.isfinite(py):
+            out.append((px, py))
+    return sorted(out)
+
+
+def evidence_charts(plots_dir: Path, branch: str) -> list[tuple[str, str]]:
+    """(run, svg) reliability diagrams and referral curves of a branch, from its plot data files."""
+    charts = []
+    for path in sorted((plots_dir / branch / "reliability").glob("*.csv")):
+        rows = _read_csv_rows(path)
+        series = {"ideal": [(0.0, 0.0), (1.0, 1.0)]}
+        for cal, name in (("none", "uncalibrated"), ("temperature", "temperature")):
+            pts = _points([r for r in rows if r.get("calibration") == cal], "confidence", "accuracy")
+            if pts:
+                series[name] = pts
+        if len(series) > 1:
+            charts.append((path.stem, svg_line_chart(series, f"reliability: {path.stem}", x_label="confidence",
+                                                     fixed=(0.0, 1.0, 0.0, 1.0), dashed=("ideal",))))
+    for run_dir in sorted(d for d in (plots_dir / branch / "referral").glob("*") if d.is_dir()):
+        series = {}
+        for name in ("max_probability", "mc_dropout"):
+            if (run_dir / f"{name}.csv").is_file():
+                pts = _points(_read_csv_rows(run_dir / f"{name}.csv"), "referred_fraction", "accuracy")
+                if pts:
+                    series[name.replace("_", " ")] = pts
+        if series:
+            charts.append((run_dir.name, svg_line_chart(series, f"referral: {run_dir.name}",
+                                                        x_label="share referred to a human (accuracy of the rest)")))
+    return charts
+
+
+def branch_figures(reports_dir: Path, branch: str) -> list[Path]:
+    """The report figures of a branch: ``reports/figures/<branch>/`` (+ the karyotyping example)."""
+    figs = sorted(p for p in (reports_dir / "figures" / branch).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if branch == "karyotyping" and (reports_dir / "figures" / "karyotyping_example.png").is_file():
+        figs.append(reports_dir / "figures" / "karyotyping_example.png")
+    return figs
+
+
+def _figure(path: Path, out_dir: Path, embed: bool, caption: str) -> str:
+    src = _data_uri(path) if embed else _rel(path, out_dir)
+    link = src if not embed else ""
+    img = f"<img src='{html.escape(src)}' alt='{html.escape(caption)}' loading='lazy'>"
+    return (f"<figure>{f'<a href={chr(39)}{html.escape(link)}{chr(39)}>{img}</a>' if link else img}"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 def build_html_report(out_path: str | Path = "reports/index.html", reports_dir: str | Path = "reports",
                       metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots",
                       evaluation_dir: str | Path = "evaluation", title: str = "genediag results",
-                      synthetic_datasets: Iterable[str] = (), embed_images: bool = False) -> dict[str, int]:
-    """Write the page; returns counts of what it collected (reports, metrics files, model cards, charts, …)."""
+                      embed_images: bool = False) -> dict[str, int]:
+    """Write the page; returns counts of what it collected (summary tables, reports, metrics files, charts, …)."""
+    from genediag.reports import summary as S
+
     out_path = Path(out_path)
     out_dir = out_path.parent
     reports_dir, metrics_dir, plots_dir, evaluation_dir = map(Path, (reports_dir, metrics_dir, plots_dir,
                                                                      evaluation_dir))
-    synthetic_datasets = sorted(set(synthetic_datasets))
     seen_images: set[Path] = set()
-    sections: list[tuple[str, str, str]] = []  # (id, nav label, html)
-
-    metrics = collect_metrics(metrics_dir)
-    note = ""
-    if synthetic_datasets:
-        note = ("<p class='synthetic'>Columns marked synthetic were measured on the embedded synthetic cohort, "
-                "not on patient data.</p>")
-    sections.append(("metrics", "Metrics", "<h2>Metrics, every task and model</h2>" + note
-                     + metrics_table(metrics, out_dir, metrics_dir, synthetic_datasets)
-                     + "<p class='muted'>Compare commits with <code>dvc metrics diff</code>; interactive plots "
-                       "with <code>dvc plots show</code> / <code>dvc plots diff</code>.</p>"))
-
+    groups = S.collect(metrics_dir)
     md_reports = sorted(p for p in reports_dir.glob("*.md") if p.resolve() != out_path.resolve())
-    for md_path in md_reports:
-        text = md_path.read_text()
-        body = markdown_to_html(text, md_path, out_dir, embed_images, seen_images)
-        sections.append((f"report-{_slug(md_path.stem)}", _title_of(text, md_path.stem),
-                         body + f"<p class='muted'>Source: <code>{html.escape(md_path.as_posix())}</code></p>"))
+    report_of = {"chromosomes": "chromosomes", "karyotyping": "chromosomes", "karyograms": "karyograms",
+                 "faces": "faces"}
+    anchors = {b: f"report-{_slug(r)}" for b, r in report_of.items() if (reports_dir / f"{r}.md").is_file()}
+    sections: list[tuple[str, str, str]] = [("summary", "Summary", summary_html(groups, out_dir, anchors))]
+
+    # figures first: per branch, the report figures, then reliability and referral charts
+    fig_parts, n_figures, n_evidence = [], 0, 0
+    for branch, label in S.BRANCHES.items():
+        figs = branch_figures(reports_dir, branch)
+        charts = evidence_charts(plots_dir, branch)
+        if not figs and not charts:
+            continue
+        fig_parts.append(f"<h3>{html.escape(label)}</h3>")
+        if figs:
+            fig_parts.append("<div class='charts thumbs'>" + "".join(
+                _figure(f, out_dir, embed_images, f.stem.replace("_", " ")) for f in figs) + "</div>")
+        if charts:
+            fig_parts.append("<p class='muted'>Reliability (confidence vs accuracy per bin, before and after the "
+                             "validation-fitted temperature) and referral (accuracy of the cases kept when the least "
+                             "confident are referred to a human).</p><div class='charts'>"
+                             + "".join(f"<figure>{svg}</figure>" for _, svg in charts) + "</div>")
+        n_figures += len(figs)
+        n_evidence += len(charts)
+    synthetic_figs = [p for p in sorted((reports_dir / "figures").glob("synthetic_*.png"))]
+    if synthetic_figs:
+        fig_parts.append("<h3>The synthetic cohort</h3><div class='charts thumbs'>" + "".join(
+            _figure(f, out_dir, embed_images, f"{f.stem.replace('_', ' ')} (synthetic)") for f in synthetic_figs)
+                         + "</div>")
+    if fig_parts:
+        sections.append(("figures", "Figures", "<h2>Figures</h2>" + "".join(fig_parts)))
 
     charts = training_charts(plots_dir / "training")
     if charts:
         parts = ["<h2>Training curves</h2><p class='muted'>From the dvclive logs in <code>plots/training/</code> "
                  "(validation curves are what early stopping watched).</p>"]
         for run, svgs in charts:
-            parts.append(f"<h3>{html.escape(run)}</h3><div class='charts'>"
-                         + "".join(f"<figure>{s}</figure>" for s in svgs) + "</div>")
+            parts.append(f"<details><summary>{html.escape(run)}</summary><div class='charts'>"
+                         + "".join(f"<figure>{s}</figure>" for s in svgs) + "</div></details>")
         sections.append(("training", "Training curves", "".join(parts)))
 
-    cards = sorted(evaluation_dir.glob("*/MODEL_CARD.md"))
+    for md_path in md_reports:
+        text = md_path.read_text()
+        body = markdown_to_html(text, md_path, out_dir, embed_images, seen_images)
+        sections.append((f"report-{_slug(md_path.stem)}", _title_of(text, md_path.stem),
+                         body + f"<p class='muted'>Source: <code>{html.escape(md_path.as_posix())}</code></p>"))
+
+    metrics = collect_metrics(metrics_dir)
+    sections.append(("metrics", "Every metrics file", "<h2>Every metrics file</h2><details><summary>One table per "
+                     "folder of <code>metrics/</code> (raw numbers, no intervals)</summary>"
+                     + metrics_table(metrics, out_dir, metrics_dir)
+                     + "<p class='muted'>Compare commits with <code>python -m genediag compare A B</code> (with "
+                       "intervals) or <code>dvc metrics diff</code>.</p></details>"))
+
+    cards = sorted(evaluation_dir.rglob("MODEL_CARD.md"))
     if cards:
         parts = ["<h2>Model cards</h2>"]
         for card in cards:
@@ -306,32 +443,26 @@ def build_html_report(out_path: str | Path = "reports/index.html", reports_dir: 
     if data_files:
         items = "".join(f"<li><a href='{html.escape(_rel(p, out_dir))}'>"
                         f"{html.escape(p.as_posix())}</a></li>" for p in data_files)
-        sections.append(("plot-data", "Plot data", "<h2>Plot data</h2><p class='muted'>Interactive versions: "
-                         "<code>dvc plots show</code> renders these with DVC's templates.</p><ul>" + items + "</ul>"))
-
-    figures = sorted(p for p in (reports_dir / "figures").rglob("*")
-                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in seen_images)
-    if figures:
-        parts = ["<h2>Other figures</h2><div class='charts'>"]
-        for fig in figures:
-            src = _data_uri(fig) if embed_images else _rel(fig, out_dir)
-            parts.append(f"<figure><img src='{html.escape(src)}' alt='{html.escape(fig.name)}' style='max-width:480px'>"
-                         f"<figcaption>{html.escape(fig.relative_to(reports_dir).as_posix())}</figcaption></figure>")
-        sections.append(("figures", "Other figures", "".join(parts) + "</div>"))
+        sections.append(("plot-data", "Plot data", "<h2>Plot data</h2><details><summary>" + str(len(data_files))
+                         + " files; <code>dvc plots show</code> renders them with DVC's templates</summary><ul>"
+                         + items + "</ul></details>"))
 
     nav = "".join(f"<a href='#{sid}'>{html.escape(label)}</a>" for sid, label, _ in sections)
     body = "".join(f"<section class='card' id='{sid}'>{content}</section>" for sid, _, content in sections)
+    synthetic = sorted({str(c.data.get("dataset")) for g in groups for c in g.columns if c.synthetic})
     subtitle = "Built by the <code>report_html</code> stage from reports/, metrics/, plots/ and evaluation/."
-    if synthetic_datasets:
-        subtitle += (f" <b>Synthetic:</b> dataset(s) {', '.join(synthetic_datasets)} come from the embedded "
-                     "synthetic cohort.")
+    if synthetic:
+        subtitle += (f" <span class='badge synthetic'>synthetic</span> dataset(s) {html.escape(', '.join(synthetic))}"
+                     " come from the embedded synthetic cohort, not from patients.")
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{subtitle}</p></header>"
             f"<nav>{nav}</nav><main>{body}</main></body></html>\n")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(page)
-    counts = {"reports": len(md_reports), "metrics_files": len(metrics), "model_cards": len(cards),
-              "training_runs": len(charts), "plot_data_files": len(data_files), "other_figures": len(figures)}
+    from genediag import io as gio
+
+    gio.write_text(out_path, page)
+    counts = {"summary_tables": len(groups), "reports": len(md_reports), "metrics_files": len(metrics),
+              "model_cards": len(cards), "training_runs": len(charts), "figures": n_figures,
+              "evidence_charts": n_evidence, "plot_data_files": len(data_files)}
     log.info("wrote %s: %s", out_path, counts)
     return counts

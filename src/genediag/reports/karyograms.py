@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+import yaml
 
 from genediag.config import ConfigError
 from genediag.data.split import has_y
@@ -26,15 +28,16 @@ PUBLISHED: dict[tuple[str, str], dict[str, float]] = {}
 METRICS = [("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"), ("auc", "AUC")]
 # ours only (the thesis reports no balanced accuracy): mean of the recalls of normal and abnormal
 EXTRA_METRICS = [("macro_sensitivity", "Balanced acc.")]
-NUMERICAL = {"+21", "+18", "+13", "45,X", "47,XXY"}
+_NUMERICAL = re.compile(r"^([+-](\d+|X|Y)|\d+,X+Y*)$")
 
 
 def abnormality_kind(kind: str) -> str:
-    """'numerical' (a chromosome count differs: visible as a count in the karyogram's fixed layout), 'structural'
-    (same count, a changed chromosome) or 'normal', from :func:`abnormality_type`'s output."""
+    """'numerical' (a chromosome count differs: visible as a count in the karyogram's fixed layout: +21, -21,
+    45,X, 47,XXY, 47,XXX, 47,XYY), 'structural' (same count, a changed chromosome) or 'normal', from
+    :func:`abnormality_type`'s output."""
     if kind == "normal":
         return "normal"
-    return "numerical" if kind in NUMERICAL else "structural"
+    return "numerical" if _NUMERICAL.match(kind) else "structural"
 
 
 DASH = "—"
@@ -166,16 +169,19 @@ def _bases_section(results: dict[str, tuple[dict[str, Any], Any]], metrics_dir: 
                     "(`pypi:inception-v3-tf2015`).", ""]
 
 
-def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, Any]], synthetic: bool,
-                           out_md: str | Path = "reports/karyograms.md", data_dir: str | Path = "data",
-                           metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots",
-                           eval_dir: str | Path = "evaluation", hpsearch_dir: str | Path = "hpsearch",
+def write_karyogram_report(cfg: dict[str, Any], source_dir: str | Path, balanced_dir: str | Path,
+                           split_csv: str | Path, out_md: str | Path = "reports/karyograms.md",
+                           metrics_dir: str | Path = "metrics/karyograms", plots_dir: str | Path = "plots/karyograms",
+                           eval_dir: str | Path = "evaluation/karyograms", hpsearch_dir: str | Path = "hpsearch",
                            figures_dir: str | Path = "reports/figures/karyograms") -> Path:
-    """`cfg`: {dataset, balanced, task, runs: [train.<run> names, Table 5.1 rows], mc_dropout: [names],
-    hpsearch: [names]};
-    `runs_cfg`: the params' ``train`` section (for each run's backbone, trainable variant and pretraining)."""
-    out_md, figures_dir, data_dir = Path(out_md), Path(figures_dir), Path(data_dir)
+    """`cfg`: ``reports.karyograms`` ({runs: the Table 5.1 rows}). `source_dir`: the ingested karyograms;
+    `balanced_dir` / `split_csv`: the derived (balanced) dataset the runs trained on and its split. Each run's
+    resolved config is read from ``<eval_dir>/<run>/args.yaml`` (written by its evaluation); MC dropout and the
+    hyper-parameter searches from whatever their stages wrote."""
+    out_md, figures_dir = Path(out_md), Path(figures_dir)
     rel = lambda p: os.path.relpath(p, out_md.parent)  # noqa: E731
+    ingest = json.loads((Path(source_dir) / "summary.json").read_text())
+    synthetic = bool(ingest.get("synthetic"))
     tag = " (synthetic cohort)" if synthetic else ""
     syn = "synthetic " if synthetic else ""
     lines = [f"# Karyogram abnormality detection{tag}", ""]
@@ -186,8 +192,7 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
                   "comparable as numbers, only as a layout.", ""]
 
     # ------------------------------------------------------------------------------------------ data
-    ingest = json.loads((data_dir / "ingested" / cfg["dataset"] / "summary.json").read_text())
-    split = json.loads((data_dir / "splits" / f"{cfg['dataset']}.json").read_text())
+    split = json.loads(Path(split_csv).with_suffix(".json").read_text())
     lines += ["## Data", "",
               f"Source `{ingest['source']}`: {ingest['accepted']} karyograms accepted, {ingest['quarantined']} "
               f"quarantined; {ingest['groups']} patients; classes {ingest['classes']}; cached at "
@@ -198,12 +203,12 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
     lines += [table(["Split", "Karyograms", "Patients", *labels],
                     [[s, split["items"][s], split["groups"][s], *[split["labels"][s].get(lab, 0) for lab in labels]]
                      for s in splits]), ""]
-    manifest = None
-    if cfg.get("balanced"):
-        bdir = data_dir / "ingested" / cfg["balanced"]
-        bal = json.loads((bdir / "summary.json").read_text())["balance"]
-        manifest = pd.read_csv(bdir / "manifest.csv", dtype=str, keep_default_na=False)
-        lines += [f"Balancing (stage `balance@{cfg['balanced']}`): the train split went from {bal['train_before']} "
+    bdir = Path(balanced_dir)
+    bsum = json.loads((bdir / "summary.json").read_text())
+    bal = bsum.get("balance")
+    manifest = pd.read_csv(bdir / "manifest.csv", dtype=str, keep_default_na=False)
+    if bal:
+        lines += [f"Balancing (stage `balance@{bsum.get('dataset')}`): the train split went from {bal['train_before']} "
                   f"to {bal['train_after']} by generating {bal['generated']} layout-preserving augmentations "
                   f"(brightness ±{bal['augment']['brightness']:.0%}, noise on up to "
                   f"{bal['augment']['noise_fraction']:.0%} of the pixels, blur with p={bal['augment']['blur_prob']}; "
@@ -211,18 +216,15 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
                   "karyograms. The thesis went from 105/41 to 376/316. "
                   f"The top {bal['blank_top']:.1%} of every image is blanked: the synthetic karyograms print "
                   "their ISCN karyotype there, which would hand the label to the model.", ""]
-    else:
-        manifest = pd.read_csv(data_dir / "ingested" / cfg["dataset"] / "manifest.csv", dtype=str,
-                               keep_default_na=False)
 
     # ----------------------------------------------------------------------------------- Table 5.1
-    task = cfg["task"]
     results = {}
     for run in cfg["runs"]:
-        rc = runs_cfg.get(run)
-        if rc is None:
-            raise ConfigError(f"report_karyograms.runs: '{run}' is not a key of train: in params.yaml")
-        path = Path(metrics_dir) / task / f"{rc['model']}.json"
+        args = Path(eval_dir) / run / "args.yaml"
+        if not args.exists():
+            raise ConfigError(f"reports.karyograms.runs: '{run}' has no evaluation ({args}); is it a karyograms run?")
+        rc = yaml.safe_load(args.read_text())
+        path = Path(metrics_dir) / f"{run}.json"
         results[run] = (rc, json.loads(path.read_text()) if path.exists() else None)
     lines += [f"## Table 5.1 layout: transfer-learning variants{tag}", "",
               "Test split; positive class = abnormal. *Published*: the thesis' rows on its data (146 karyograms, "
@@ -254,12 +256,12 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
               "last epoch's weights kept (`fit.restore_best: false`). Balanced acc. = (recall of abnormal + recall "
               "of normal) / 2.", ""]
     lines += _bases_section(results, Path(metrics_dir), tag)
-    lines += _sex_section(manifest, data_dir / "splits" / f"{cfg['dataset']}.csv", tag)
+    lines += _sex_section(manifest, Path(split_csv), tag)
 
     # ------------------------------------------------------------------------------------------ ROC
     curves = []
     for run, (rc, m) in results.items():
-        p = Path(plots_dir) / "roc" / task / f"{rc['model']}.csv"
+        p = Path(plots_dir) / "roc" / f"{run}.csv"
         if m is not None and p.exists():
             auc = m.get("auc")
             curves.append((f"{rc['model']} (AUC {auc:.3f})" if auc is not None else rc["model"], pd.read_csv(p)))
@@ -267,7 +269,7 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
         fig = _line_figure(curves, "fpr", ["tpr"], figures_dir / "roc.png", f"ROC, abnormal positive{tag}",
                            "false-positive rate", "true-positive rate (recall)", diagonal=True)
         lines += [f"### ROC curves{tag}", "", f"![ROC curves{tag}]({rel(fig)})", "",
-                  f"Data: `plots/roc/{task}/<model>.csv` (`dvc plots show plots/roc`).", ""]
+                  f"Data: `{plots_dir}/roc/<run>.csv` (`dvc plots show {plots_dir}/roc`).", ""]
 
     # ------------------------------------------------------------------------------ missed abnormalities
     kt = dict(zip(manifest["index"].astype(int), manifest.get("karyotype", pd.Series([""] * len(manifest)))))
@@ -314,8 +316,8 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
                              for k in sorted(normal_total.index)]), ""]
 
     # ----------------------------------------------------------------------------------- MC dropout
-    for name in cfg.get("mc_dropout", []) or []:
-        mp = Path(metrics_dir) / "mc_dropout" / f"{name}.json"
+    for mp in sorted((Path(metrics_dir) / "mc_dropout").glob("*.json")):
+        name = mp.stem
         if not mp.exists():
             lines += [f"## Monte-Carlo dropout: {name}", "", f"No results yet in `{mp}`; run `dvc repro`.", ""]
             continue
@@ -347,7 +349,7 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
                                   float(w.get("mean_p_abnormal", "nan") or "nan"), float(w["mean_p_predicted"]),
                                   float(w["confidence"]), "yes" if w["referred"] == "1" else "no"]
                                  for _, w in wrong.iterrows()], align="l" * (len(cols) + 2) + "rrrl"), ""]
-        cp = Path(plots_dir) / "referral" / f"{name}.csv"
+        cp = Path(plots_dir) / "mc_referral" / f"{name}.csv"
         if cp.exists():
             curve = pd.read_csv(cp)
             fig = _line_figure([(name, curve)], "referred_fraction", ["accuracy", "recall"],
@@ -356,8 +358,8 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
             lines += [f"![Referral curve {name}{tag}]({rel(fig)})", "",
                       f"Data: `{cp}` (x = referred_fraction; y = accuracy, recall on the retained cases).", ""]
     # ------------------------------------------------------------------------------ hyper-parameter search
-    for name in cfg.get("hpsearch", []) or []:
-        hp = Path(hpsearch_dir) / f"{name}.json"
+    for hp in sorted(p for p in Path(hpsearch_dir).glob("*.json")):
+        name = hp.stem
         if not hp.exists():
             lines += [f"## Hyper-parameter search: {name}", "", f"No result yet in `{hp}`; run `dvc repro`.", ""]
             continue
@@ -372,6 +374,6 @@ def write_karyogram_report(cfg: dict[str, Any], runs_cfg: dict[str, dict[str, An
         lines += [table(["Trial", "lr", "Batch size", "Validation loss"],
                         [[int(t.trial), f"{t.lr:.3g}", int(t.batch_size), float(t.val_loss)]
                          for t in trials.itertuples()]), ""]
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("\n".join(lines))
-    return out_md
+    from genediag import io as gio
+
+    return gio.write_text(out_md, "\n".join(lines))

@@ -1,9 +1,9 @@
 """A model card (Markdown) for each trained run: data, params, metrics, intended use and limits.
 
 Written by the evaluate stage, once the test metrics are known, to ``evaluation/<run>/MODEL_CARD.md`` (beside
-``predictions.csv``; ``models/<run>/`` is the train stage's output and is not touched afterwards). Every
-figure in the card is read from files the pipeline wrote: the ingest and split summaries, ``fit.json`` and the
-metrics of the same evaluation.
+``predictions.csv``; the run folder is the train stage's output and is not touched afterwards). Every figure in
+the card is read from what the pipeline wrote: the ingest and split summaries, the checkpoint's record of its
+training, and the metrics of the same evaluation.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import yaml
 
 from genediag.reports.markdown import table
 
-KIND_BY_DATASET = {"chromosomes": "chromosome_crop", "karyograms": "karyogram"}
 METRICS = [("accuracy", "Accuracy"), ("macro_precision", "Macro precision"),
            ("macro_sensitivity", "Macro sensitivity"), ("macro_specificity", "Macro specificity"),
            ("macro_f1", "Macro F1")]
@@ -48,28 +47,18 @@ def _load_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _is_synthetic(source: str | None) -> bool:
-    if not source:
-        return False
-    try:
-        Path(source).resolve().relative_to((Path("data") / "synthetic").resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], data_dir: str | Path = "data",
-               models_dir: str | Path = "models", n_parameters: int | None = None,
-               kind: str | None = None) -> str:
-    """The card as Markdown. `cfg` is the resolved ``train.<run>`` entry, `metrics` the evaluate result."""
+def model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any],
+               data_dir: str | Path = "data", n_parameters: int | None = None) -> str:
+    """The card as Markdown. `cfg` is the resolved run entry (``args.yaml``), `metrics` the evaluate result,
+    `meta` the checkpoint's metadata."""
     data_dir = Path(data_dir)
-    dataset = cfg["dataset"]
+    dataset = meta.get("dataset") or metrics.get("dataset")
     ingest = _load_json(data_dir / "ingested" / dataset / "summary.json") or {}
     split = _load_json(data_dir / "splits" / f"{dataset}.json") or {}
-    fit_info = _load_json(Path(models_dir) / run / "fit.json") or {}
+    fit_info = meta.get("fit", {})
     source = ingest.get("source")
-    synthetic = _is_synthetic(source)
-    kind = kind or KIND_BY_DATASET.get(dataset, "image")
+    synthetic = bool(meta.get("synthetic"))
+    kind = meta["input"].get("kind", "image")
     tag = " (synthetic)" if synthetic else ""
     classes = list(metrics.get("per_class_accuracy", {})) or list(fit_info.get("classes", []))
 
@@ -81,14 +70,14 @@ def model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], data_dir:
     arch = dict(cfg["arch"])
     lines += ["## Model", "",
               table(["Field", "Value"], [
-                  ["Run", f"`{run}` (`params.yaml: train.{run}`)"],
+                  ["Run", f"`{run}` (`params.yaml: {cfg.get('branch', 'chromosomes')}.runs.{run}`)"],
                   ["Task", f"`{cfg['task']}`: {len(classes)} classes"],
                   ["Architecture", f"`{arch.pop('name')}` " + ", ".join(f"{k}={v}" for k, v in arch.items())],
                   ["Parameters", f"{n_parameters:,}" if n_parameters is not None else "n/a"],
                   ["Input", f"{kind}: {cfg['input_size']}×{cfg['input_size']} px"
                             + (f", {ingest['mode']}" if ingest.get("mode") else "")
                             + (", inverted (dark bands → bright)" if cfg.get("invert") else "")],
-                  ["Checkpoint", f"`models/{run}/model.pt`"],
+                  ["Checkpoint", f"`models/{run}/model.pt` (temperature {meta.get('temperature', 1.0):.3f})"],
               ], align="ll"), "",
               f"Classes: {', '.join(f'`{c}`' for c in classes)}", ""]
 
@@ -116,13 +105,18 @@ def model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], data_dir:
                   ["Augmentation", ", ".join(a.get("name", "?") for a in cfg.get("augment") or []) or "none"],
                   ["Seed", fit.get("seed")],
               ], align="ll"), "",
-              "<details><summary>Full <code>train." + run + "</code> entry</summary>", "", "```yaml",
+              "<details><summary>Full resolved entry (<code>args.yaml</code>)</summary>", "", "```yaml",
               yaml.safe_dump({run: cfg}, sort_keys=False).rstrip(), "```", "", "</details>", ""]
 
     lines += [f"## Test metrics{tag}", "",
               f"Split `{metrics.get('split', 'test')}`, n = {metrics.get('n')} items; macro averages over classes "
-              "(`metrics/" + f"{cfg['task']}/{cfg['model']}.json`).", "",
-              table(["Metric", "Value"], [[h, metrics[k]] for k, h in METRICS if k in metrics]), ""]
+              "(`metrics/" + f"{cfg.get('branch', 'chromosomes')}/{run}.json`); 95 % intervals from a bootstrap over "
+              "patients.", "",
+              table(["Metric", "Value", "95 % CI"], [[h, metrics[k], _ci(metrics, k)] for k, h in METRICS
+                                                     if k in metrics]), "",
+              f"Calibration: expected calibration error {metrics.get('ece_uncalibrated')} before and "
+              f"{metrics.get('ece')} after temperature scaling (T = {metrics.get('temperature')}, fitted on the "
+              "validation split).", ""]
     per_class = metrics.get("per_class_accuracy") or {}
     if per_class:
         worst = sorted(per_class.items(), key=lambda kv: (kv[1], kv[0]))[:5]
@@ -140,8 +134,8 @@ def model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], data_dir:
         f"Out of scope: {out_of_scope}.",
         f"The test split has {metrics.get('n')} items from {split.get('groups', {}).get('test', 'n/a')} "
         "patient(s): small per-class counts make per-class figures noisy.",
-        "Probabilities are softmax outputs and have not been calibrated; use the refer-for-review flag rather "
-        "than reading them as certainties.",
+        "Probabilities are temperature-scaled on the validation split, not certainties; use the refer-for-review "
+        "flag (low probability, MC-dropout disagreement, out-of-distribution input).",
         "Performance drops on images that differ from the training data (scanner, staining, resolution, "
         "population); check it on local data before relying on it.",
     ]
@@ -152,10 +146,14 @@ def model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], data_dir:
     return "\n".join(lines)
 
 
-def write_model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], out_path: str | Path,
-                     **kwargs: Any) -> Path:
+def _ci(metrics: dict[str, Any], key: str) -> str:
+    ci = (metrics.get("ci95") or {}).get(key)
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
+
+
+def write_model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any],
+                     out_path: str | Path, **kwargs: Any) -> Path:
     """Write :func:`model_card` to `out_path` (e.g. ``evaluation/<run>/MODEL_CARD.md``)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(model_card(run, cfg, metrics, **kwargs))
-    return out_path
+    from genediag import io as gio
+
+    return gio.write_text(out_path, model_card(run, cfg, metrics, meta, **kwargs))
