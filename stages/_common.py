@@ -1,11 +1,12 @@
-"""Shared argv/params handling for the thin stage scripts (each script reads only its own section)."""
+"""What every stage script shares: argv parsing (inputs and outputs are on the command line, as dvc.yaml shows
+them), reading its own params section, logging, and one clear error line instead of a traceback for user errors
+(bad params, missing inputs, unusable data, a full disk)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,35 +16,28 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from genediag.config import ConfigError, load_params, section, setup_logging  # noqa: E402
 
-SYNTHETIC_ROOT = Path("data/synthetic")
 
-
-def parser(description: str, name_help: str | None = None) -> argparse.ArgumentParser:
+def parser(description: str, *args: tuple[str, str]) -> argparse.ArgumentParser:
+    """A parser with positional arguments ``(name, help)`` and ``--params``."""
     p = argparse.ArgumentParser(description=description)
-    if name_help:
-        p.add_argument("name", help=name_help)
+    for name, help_text in args:
+        p.add_argument(name, help=help_text)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return p
 
 
-def stage_section(args: argparse.Namespace, *keys: str):
+def params_of(args: argparse.Namespace, *keys: str):
+    """``params[k1][k2]...`` of the stage's params file; a missing key is an error naming the dotted key."""
     return section(load_params(args.params), *keys, source=args.params)
 
 
-def is_synthetic(source: str | os.PathLike) -> bool:
-    """True when a dataset source is the embedded synthetic cohort (so results get labelled synthetic)."""
-    try:
-        Path(source).resolve().relative_to(SYNTHETIC_ROOT.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def run(main) -> None:
-    """Run a stage's main(); known user errors print one clear line instead of a traceback."""
+    """Run a stage's main(); known user errors print one line naming the file or key instead of a traceback."""
     setup_logging()
     try:
         main()
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, OSError, ValueError) as exc:
+        if os.environ.get("GENEDIAG_DEBUG"):
+            raise
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         sys.exit(2)

@@ -1,19 +1,17 @@
-"""Stage balance@<name>: augment the minority class of a dataset's train split (layout-preserving) into the
-derived dataset data/ingested/<name>/ + data/splits/<name>.csv, recording what was generated."""
+"""Stage balance@<name>: augment the minority class of a dataset's train split (layout-preserving) into a
+derived dataset (ingest format) and its split, recording what was generated."""
 
-from _common import parser, run, stage_section
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    args = parser(__doc__, "derived dataset name (a key of balance: in params.yaml)").parse_args()
-    cfg = stage_section(args, "balance", args.name)
-    from genediag.data.split import SplitError
+    args = parser(__doc__, ("name", "derived dataset (a key of karyograms.balance)"), ("data", "source dataset folder"),
+                  ("split", "source split CSV"), ("out", "derived dataset folder"), ("out_split", "derived split CSV")
+                  ).parse_args()
+    cfg = params_of(args, "karyograms", "balance", args.name)
     from genediag.karyograms.balance import balance_dataset
 
-    try:
-        balance_dataset(args.name, cfg)
-    except SplitError as exc:
-        raise SystemExit(f"error: balance.{args.name}: {exc}")
+    balance_dataset(args.name, cfg, args.data, args.split, args.out, args.out_split)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,16 @@
-"""Stage benchmark@<run>: inference time of the trained model of train.<run> (1000 samples one at a time, and
-batched; settings in benchmark.<run>) to benchmarks/inference/<run>.json — machine-dependent, so kept out of
-metrics/."""
+"""Stage benchmark@<run>: inference time of a trained chromosome run (1000 samples one at a time, and batched;
+settings in chromosomes.benchmark.<run>) → benchmarks/inference/<run>.json, machine-dependent, so not in metrics/."""
 
-from _common import parser, run, stage_section
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    args = parser(__doc__, "run name (a key of benchmark: and of train: in params.yaml)").parse_args()
-    bench = stage_section(args, "benchmark", args.name)
-    cfg = stage_section(args, "train", args.name)
-    from genediag.evaluation.benchmark import benchmark_run, resolve_benchmark_config
+    args = parser(__doc__, ("run", "run (a key of chromosomes.benchmark)"), ("model", "run folder"),
+                  ("data", "ingested dataset folder"), ("split", "split CSV"), ("out", "benchmark JSON")).parse_args()
+    cfg = params_of(args, "chromosomes", "benchmark", args.run)
+    from genediag.evaluation.benchmark import benchmark_run
 
-    benchmark_run(args.name, cfg, resolve_benchmark_config(bench, f"{args.params}: benchmark.{args.name}"))
+    benchmark_run(args.model, args.data, args.split, args.out, cfg)
 
 
 if __name__ == "__main__":

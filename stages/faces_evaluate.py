@@ -1,22 +1,25 @@
-"""Stage faces_verify@<run> (a `faces_pretrain` run: LFW-protocol verification on held-out people) and
-faces_evaluate@<run> (a `faces_finetune` run: top-1, per-class precision/recall, confusion, embeddings)."""
+"""Stage faces_verify@<run> (a stage-1 model: LFW-protocol verification on held-out people) and
+faces_evaluate@<run> (a stage-2 model: top-1, per-class precision/recall, calibration, referral, embeddings)."""
 
-from _common import parser, run, stage_section
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("section", choices=["faces_pretrain", "faces_finetune"], help="params section of the run")
-    p.add_argument("name", help="run name (a key of that section)")
+    p = parser(__doc__, ("stage", "verify or evaluate"), ("model", "run folder"), ("data", "ingested face dataset"),
+               ("split", "split CSV"), ("metrics", "metrics JSON"))
+    p.add_argument("--plots", help="plots folder of the branch (evaluate)")
+    p.add_argument("--out", help="evaluation folder of the run (evaluate)")
     args = p.parse_args()
-    cfg = stage_section(args, args.section, args.name)
     from genediag.faces.evaluate import evaluate_face_run, verify_run
+    from genediag.schema import EVIDENCE, validate
 
-    where = f"{args.params}: {args.section}.{args.name}"
-    if args.section == "faces_pretrain":
-        verify_run(args.name, cfg, where=where)
+    evidence = validate(params_of(args, "evidence"), EVIDENCE, f"{args.params}: evidence")
+    if args.stage == "verify":
+        verify_run(args.model, args.data, args.split, args.metrics, evidence)
+    elif args.stage == "evaluate":
+        evaluate_face_run(args.model, args.data, args.split, args.metrics, args.plots, args.out, evidence)
     else:
-        evaluate_face_run(args.name, cfg, where=where)
+        raise SystemExit(f"error: stage must be verify or evaluate, got {args.stage!r}")
 
 
 if __name__ == "__main__":

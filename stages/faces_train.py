@@ -1,20 +1,22 @@
-"""Stage faces_pretrain@<run> / faces_finetune@<run>: train the face model of `faces_pretrain.<run>` (stage 1,
-identities) or `faces_finetune.<run>` (stage 2, syndromes, from a stage-1 model) → models/<run>/."""
+"""Stage faces_pretrain@<run> / faces_finetune@<run>: train `faces.pretrain.<run>` (stage 1, identities) or
+`faces.finetune.<run>` (stage 2, syndromes, from a stage-1 run) → the run folder and its dvclive curves."""
 
-from _common import parser, run, stage_section
-
-SECTIONS = {"faces_pretrain": "pretrain", "faces_finetune": "finetune"}
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("section", choices=sorted(SECTIONS), help="params section of the run")
-    p.add_argument("name", help="run name (a key of that section)")
+    p = parser(__doc__, ("stage", "pretrain or finetune"), ("run", "run (a key of faces.<stage>)"),
+               ("data", "ingested face dataset"), ("split", "split CSV"), ("out", "run folder"),
+               ("plots", "dvclive folder"))
+    p.add_argument("--init", help="the stage-1 run folder (finetune)")
     args = p.parse_args()
-    cfg = stage_section(args, args.section, args.name)
+    if args.stage not in ("pretrain", "finetune"):
+        raise SystemExit(f"error: stage must be pretrain or finetune, got {args.stage!r}")
     from genediag.faces.train import train_face_run
+    from genediag.schema import FACE_RUN, resolve_run
 
-    train_face_run(args.name, cfg, SECTIONS[args.section], where=f"{args.params}: {args.section}.{args.name}")
+    cfg = resolve_run("faces", args.run, params_of(args, "faces"), args.params, args.stage, FACE_RUN)
+    train_face_run(args.run, cfg, args.stage, args.data, args.split, args.out, args.plots, args.init)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
-"""Stage ingest@<dataset>: validate a source into data/ingested/<dataset>/ (manifest, quarantine, image cache)."""
+"""Stage ingest@<dataset>: decode and validate `datasets.<dataset>` into a cache (manifest, quarantine with a
+reason per refused item, images.npy, summary); face photos are detected and aligned on the way."""
 
-from _common import parser, run, stage_section
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    args = parser(__doc__, "dataset name (a key of ingest: in params.yaml)").parse_args()
-    cfg = stage_section(args, "ingest", args.name)
-    from genediag.data.ingest import IngestError, ingest
+    p = parser(__doc__, ("name", "dataset (a key of datasets:)"), ("out", "output folder"))
+    p.add_argument("--review", default="review", help="folder of reviewer corrections (review/<kind>/<dataset>.csv)")
+    args = p.parse_args()
+    cfg = params_of(args, "datasets", args.name)
+    from genediag.pipeline import ingest_dataset
 
-    try:
-        ingest(cfg, f"data/ingested/{args.name}", where=f"ingest.{args.name}")
-    except IngestError as exc:
-        raise SystemExit(f"error: {exc}")
+    ingest_dataset(args.name, cfg, args.out, args.review, where=f"{args.params}: datasets")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,16 @@
 """Stage report_html: reports/index.html, one static page over every report, metrics file, plot and model card."""
 
-from _common import is_synthetic, load_params, parser, run, stage_section
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
-    cfg = stage_section(args, "report_html")
-    from genediag.config import check_keys
+    args = parser(__doc__, ("out", "the HTML page")).parse_args()
+    cfg = params_of(args, "reports", "html")
     from genediag.reports.html import build_html_report
+    from genediag.schema import REPORTS, validate
 
-    check_keys(cfg, {"title", "embed_images"}, f"{args.params}: report_html")
-    ingest = load_params(args.params).get("ingest") or {}
-    synthetic = [name for name, item in ingest.items() if isinstance(item, dict) and item.get("source")
-                 and is_synthetic(item["source"])]
-    build_html_report("reports/index.html", title=cfg.get("title", "genediag results"),
-                      synthetic_datasets=synthetic, embed_images=bool(cfg.get("embed_images", False)))
+    cfg = validate({"html": cfg}, REPORTS, f"{args.params}: reports")["html"]
+    build_html_report(args.out, title=cfg["title"], embed_images=cfg["embed_images"])
 
 
 if __name__ == "__main__":

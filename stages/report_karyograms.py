@@ -1,21 +1,16 @@
 """Stage report_karyograms: reports/karyograms.md (Table 5.1 layout, ROC, MC-dropout referral, missed abnormality
-types) and its figures in reports/figures/karyograms/."""
+types, the base, the search) and its figures."""
 
-from _common import is_synthetic, parser, run, stage_section
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
-    cfg = stage_section(args, "report_karyograms")
-    from genediag.config import check_keys
-
-    check_keys(cfg, {"dataset", "balanced", "task", "runs", "mc_dropout", "hpsearch"}, f"{args.params}: report_karyograms")
-    source = stage_section(args, "ingest", cfg["dataset"], "source")
-    runs = stage_section(args, "train")
+    args = parser(__doc__, ("source", "ingested karyogram dataset"), ("data", "the (balanced) dataset of the runs"),
+                  ("split", "its split CSV"), ("out", "report Markdown"), ("figures", "figure folder")).parse_args()
+    cfg = params_of(args, "reports", "karyograms")
     from genediag.reports.karyograms import write_karyogram_report
 
-    write_karyogram_report(cfg, runs, is_synthetic(source), "reports/karyograms.md",
-                           figures_dir="reports/figures/karyograms")
+    write_karyogram_report(cfg, args.source, args.data, args.split, args.out, figures_dir=args.figures)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,17 @@
-"""Stage split@<dataset>: stratified, group-aware split of an ingested dataset, with a leakage audit."""
+"""Stage split@<dataset>: stratified, patient-grouped split of an ingested dataset (fixed splits of the source
+kept, near-copies kept together) with a leakage audit → the split CSV and its JSON summary."""
 
-from _common import parser, run, stage_section
+from _common import params_of, parser, run
 
 
 def main() -> None:
-    args = parser(__doc__, "dataset name (a key of split: in params.yaml)").parse_args()
-    cfg = stage_section(args, "split", args.name)
-    from genediag.config import check_keys
-    from genediag.data.split import SplitError, split_dataset
+    args = parser(__doc__, ("name", "dataset (a key of datasets:)"), ("data", "ingested dataset folder"),
+                  ("out", "split CSV")).parse_args()
+    from genediag.data.split import split_dataset
+    from genediag.schema import resolve_dataset
 
-    check_keys(cfg, {"ratios", "seed", "stratify_on", "trials"}, f"{args.params}: split.{args.name}")
-    try:
-        split_dataset(f"data/ingested/{args.name}", f"data/splits/{args.name}.csv", cfg["ratios"], int(cfg["seed"]),
-                      cfg.get("stratify_on", "label"), int(cfg.get("trials", 200)))
-    except SplitError as exc:
-        raise SystemExit(f"error: split.{args.name}: {exc}")
+    cfg = resolve_dataset(args.name, params_of(args, "datasets", args.name), f"{args.params}: datasets")
+    split_dataset(args.data, args.out, cfg["split"], cfg["kind"], where=f"datasets.{args.name}.split")
 
 
 if __name__ == "__main__":

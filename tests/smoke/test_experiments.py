@@ -7,14 +7,13 @@ import time
 
 import pytest
 
-from tiny_repo import RUN, dvc, git, tiny_repo
+from tiny_repo import METRICS, RUN, dvc, git, tiny_repo
 
 pytestmark = pytest.mark.smoke
 
-METRICS = "metrics/chromosomes24/dcnn.json"
-EXPERIMENTS = {  # name -> -S override
-    "lr-0.002": f"train.{RUN}.fit.optimizer.lr=0.002",
-    "epochs-3": f"train.{RUN}.fit.epochs=3",
+EXPERIMENTS = {  # name -> -S override; "++" adds a key the run entry does not have yet (it inherits its family's)
+    "lr-0.002": f"++chromosomes.runs.{RUN}.fit.optimizer.lr=0.002",
+    "epochs-3": f"++chromosomes.runs.{RUN}.fit.epochs=3",
 }
 QUEUE_TIMEOUT_S = 900  # generous: two tiny train+evaluate runs; the queue is polled, not timed
 
@@ -75,10 +74,10 @@ def test_exp_show_lists_their_params_and_metrics(queued):
     assert set(EXPERIMENTS) <= set(found), sorted(found)
     for name, override in EXPERIMENTS.items():
         data = found[name]
-        params = data["params"]["params.yaml"]["data"]["train"][RUN]
+        params = data["params"]["params.yaml"]["data"]["chromosomes"]["runs"][RUN]
         key, value = override.split("=")
         node = params
-        for part in key.split(".")[2:]:
+        for part in key.split(".")[3:]:
             node = node[part]
         assert str(node) == value
         metrics = data["metrics"][METRICS]["data"]

@@ -7,12 +7,11 @@ import json
 import pytest
 import yaml
 
-from tiny_repo import RUN, dvc, git, tiny_repo
+from tiny_repo import METRICS, RUN, dvc, git, tiny_repo
 
 pytestmark = pytest.mark.smoke
 
-METRICS = "metrics/chromosomes24/dcnn.json"
-CONFUSION = "plots/confusion/chromosomes24/dcnn.csv"
+CONFUSION = f"plots/chromosomes/confusion/{RUN}.csv"
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +19,9 @@ def two_commits(tmp_path_factory):
     """Commit 1: the reproduced tiny repo (2 epochs). Commit 2: 3 epochs, reproduced and committed."""
     dest, env = tiny_repo(tmp_path_factory, "metrics-diff")
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    before = params["train"][RUN]["fit"]["epochs"]
-    params["train"][RUN]["fit"]["epochs"] = before + 1
-    params["train"][RUN]["fit"]["early_stopping"]["patience"] = 0  # run every epoch: epochs_run must change
+    before = params["chromosomes"]["families"]["dcnn"]["fit"]["epochs"]
+    # this run only: its own entry overrides the family's epochs (a new key under runs.<run>)
+    params["chromosomes"]["runs"][RUN]["fit"] = {"epochs": before + 1, "early_stopping": {"patience": 0}}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc("repro", cwd=dest, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -37,8 +36,8 @@ def test_params_and_metrics_diff_between_commits(two_commits):
     params = dvc("params", "diff", "HEAD~1", "HEAD", "--json", cwd=dest, env=env)
     assert params.returncode == 0, params.stderr
     changed = json.loads(params.stdout)["params.yaml"]
-    epochs = changed[f"train.{RUN}.fit.epochs"]
-    assert (epochs["old"], epochs["new"]) == (before, before + 1)
+    epochs = changed[f"chromosomes.runs.{RUN}.fit.epochs"]
+    assert (epochs["old"], epochs["new"]) == (None, before + 1)
 
     diff = dvc("metrics", "diff", "HEAD~1", "HEAD", "--json", cwd=dest, env=env)
     assert diff.returncode == 0, diff.stderr

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from tiny_repo import BIN, run, tiny_repo as copy_tiny_repo
+from tiny_repo import BIN, METRICS, RUN, run, tiny_repo as copy_tiny_repo
 
 pytestmark = pytest.mark.smoke
 
@@ -18,7 +18,7 @@ def tiny_repo(tmp_path_factory):
 
 def test_repro_produces_metrics_report_and_is_idempotent(tiny_repo):
     dest, env = tiny_repo
-    metrics = json.loads((dest / "metrics" / "chromosomes24" / "dcnn.json").read_text())
+    metrics = json.loads((dest / METRICS).read_text())
     assert metrics["n"] > 0 and 0.0 <= metrics["accuracy"] <= 1.0
     assert set(metrics["per_class_accuracy"]) == {str(i) for i in range(1, 23)} | {"X", "Y"}
     report = (dest / "reports" / "chromosomes.md").read_text()
@@ -28,16 +28,17 @@ def test_repro_produces_metrics_report_and_is_idempotent(tiny_repo):
     assert second.returncode == 0
     assert "Data and pipelines are up to date" in second.stdout + second.stderr
     shown = run([str(BIN / "dvc"), "metrics", "show", "--json"], dest, env)
-    assert shown.returncode == 0 and "chromosomes24/dcnn.json" in shown.stdout
+    assert shown.returncode == 0 and METRICS in shown.stdout
+    page = (dest / "reports" / "index.html").read_text()
+    assert "id='summary'" in page and page.index("id='summary'") < page.index("id='figures'")
 
 
 def test_same_commit_same_metrics(tiny_repo):
     """Forcing the training and evaluation to run again reproduces the metrics file byte for byte."""
     dest, env = tiny_repo
-    path = dest / "metrics" / "chromosomes24" / "dcnn.json"
+    path = dest / METRICS
     before = path.read_bytes()
-    again = run([str(BIN / "dvc"), "repro", "-f", "-s", "train@chromosomes24-dcnn", "evaluate@chromosomes24-dcnn"],
-                dest, env)
+    again = run([str(BIN / "dvc"), "repro", "-f", "-s", f"train@{RUN}", f"evaluate@{RUN}"], dest, env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert path.read_bytes() == before
 
@@ -45,9 +46,9 @@ def test_same_commit_same_metrics(tiny_repo):
 def test_changing_one_runs_params_reruns_only_its_stages(tiny_repo):
     dest, env = tiny_repo
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["train"]["chromosomes24-dcnn"]["fit"]["optimizer"]["lr"] = 0.002
+    params["chromosomes"]["runs"][RUN]["fit"] = {"optimizer": {"lr": 0.002}}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([str(BIN / "dvc"), "status", "--json"], dest, env)
     changed = set(json.loads(status.stdout))
     # that run's own stages only: its training, its evaluation and its inference-time benchmark
-    assert changed == {"train@chromosomes24-dcnn", "evaluate@chromosomes24-dcnn", "benchmark@chromosomes24-dcnn"}, changed
+    assert changed == {f"train@{RUN}", f"evaluate@{RUN}", f"benchmark@{RUN}"}, changed
