@@ -218,16 +218,38 @@ def _confusions(task, results, plots_dir, figures_dir, tag, rel) -> list[str]:
     return lines
 
 
+def with_ci(result: dict[str, Any], key: str) -> str:
+    """``0.970 [0.967, 0.973]``: a metric with its 95 % interval (— when absent)."""
+    v = result.get(key)
+    if not isinstance(v, (int, float)):
+        return "—"
+    ci = (result.get("ci95") or {}).get(key)
+    return f"{v:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else f"{v:.4f}"
+
+
 def multiclass_section(task: str, results: list[dict[str, Any]], tag: str, plots_dir: Path, figures_dir: Path,
-                       benchmarks: dict[str, dict[str, Any]], rel) -> list[str]:
+                       benchmarks: dict[str, dict[str, Any]], rel,
+                       evaluation_dir: str | Path = "evaluation/chromosomes") -> list[str]:
     lines = [f"## {task}: test-set metrics{tag}", "",
              "Macro averages over classes (ChromosomeNet eqs. 1–9). Specificity is TN/(TN+FP) per class "
              "(ChromosomeNet's paper prints TN/(TP+TN), which is not specificity).", ""]
-    lines += [table(["Model", "n", *[h for _, h in METRIC_COLUMNS], "Best epoch", "Published accuracy",
-                     "Published F1"],
-                    [[display_name(r["model"]), r["n"], *[r[k] for k, _ in METRIC_COLUMNS], r["best_epoch"],
+    lines += [table(["Model", "n (patients)", *[f"{h} [95 % CI]" for _, h in METRIC_COLUMNS], "ECE", "Best epoch",
+                     "Published accuracy", "Published F1"],
+                    [[display_name(r["model"]), f"{r['n']} ({r.get('patients', '—')})",
+                      *[with_ci(r, k) for k, _ in METRIC_COLUMNS], r.get("ece", "—"), r["best_epoch"],
                       published(task, r["model"], "accuracy"), published(task, r["model"], "macro_f1")]
-                     for r in results]), ""]
+                     for r in results]), "",
+              "Intervals: 2.5–97.5 % percentiles of a bootstrap over test patients (1,000 resamples).", ""]
+    if len(results) > 1:
+        from genediag.reports.paired import pairwise_table
+
+        head, rows = pairwise_table(Path(evaluation_dir), [r["run"] for r in results],
+                                    {r["run"]: MODEL_NAMES.get(r["model"], r["model"]) for r in results},
+                                    ["accuracy", "macro_f1"])
+        if rows:
+            lines += [f"### {task}: paired comparison{tag}", "",
+                      "Both models on the same test crops, resampled by patient: the difference B − A and its 95 % "
+                      "interval; *not distinguishable* when it covers 0.", "", table(head, rows), ""]
     per_model = {r["model"]: {c: (float("nan") if v is None else float(v)) for c, v in r["per_class_accuracy"].items()}
                  for r in results}
     rows, _ = per_class_rows(per_model)
@@ -267,8 +289,9 @@ def binary_section(tasks: list[tuple[str, list[dict[str, Any]]]], tag: str, plot
             f1 = 2 * prec * sens / (prec + sens) if prec + sens else 0.0
             auc = _auc(r)
             rows.append([f"{pos} vs {neg}", MODEL_NAMES.get(r["model"], r["model"]), f"{k['tp'] + k['fn']} / "
-                         f"{k['tn'] + k['fp']}", r["accuracy"], sens, spec, prec, f1,
-                         "—" if auc is None else auc, published(task, r["model"], "accuracy")])
+                         f"{k['tn'] + k['fp']}", with_ci(r, "accuracy"), with_ci(r, "recall"), spec,
+                         with_ci(r, "precision"), f1, "—" if auc is None else with_ci(r, "auc"),
+                         published(task, r["model"], "accuracy")])
             pts = _roc_points(plots_dir, r["run"])
             if pts is not None:
                 curves[f"{pos} vs {neg}"] = (pts, auc)
@@ -276,8 +299,10 @@ def binary_section(tasks: list[tuple[str, list[dict[str, Any]]]], tag: str, plot
             if b is not None:
                 bench_rows.append([f"{pos} vs {neg}", f"{b['seconds_per_1000_single']:.2f}",
                                    f"{b['seconds_per_1000_batched']:.2f} (batch {b['batch_size']})"])
-    lines += [table(["Task", "Model", "Test items (abnormal / normal)", "Accuracy", "Sensitivity", "Specificity",
-                     "Precision", "F1", "AUC", "Published accuracy"], rows), ""]
+    lines += [table(["Task", "Model", "Test items (abnormal / normal)", "Accuracy [95 % CI]", "Sensitivity [95 % CI]",
+                     "Specificity", "Precision [95 % CI]", "F1", "AUC [95 % CI]", "Published accuracy"], rows), "",
+              "Intervals: bootstrap over test patients; with a handful of abnormal test crops per task, sensitivity "
+              "and precision are wide — read them before the point estimates.", ""]
     if curves:
         fig = roc_figure(curves, figures_dir / "roc_binary.png", f"ROC, abnormal vs normal{tag}")
         lines += [f"![ROC curves of the binary tasks{tag}]({rel(fig)})", ""]
@@ -308,7 +333,8 @@ def results_by_task(metrics_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
 def task_sections(tasks: Sequence[str], synthetic: bool, out_md: str | Path,
                   metrics_dir: str | Path = "metrics/chromosomes", plots_dir: str | Path = "plots/chromosomes",
                   figures_dir: str | Path = "reports/figures/chromosomes",
-                  benchmarks_dir: str | Path = "benchmarks/inference") -> list[str]:
+                  benchmarks_dir: str | Path = "benchmarks/inference",
+                  evaluation_dir: str | Path = "evaluation/chromosomes") -> list[str]:
     """Markdown lines for every task: multi-class tasks in the given order, then the binary tasks together."""
     tag = " (synthetic cohort)" if synthetic else ""
     out_md, plots_dir, figures_dir = Path(out_md), Path(plots_dir), Path(figures_dir)
@@ -325,7 +351,7 @@ def task_sections(tasks: Sequence[str], synthetic: bool, out_md: str | Path,
             binary.append((task, results))
             continue
         lines += multiclass_section(task, results, tag, plots_dir, figures_dir,
-                                    load_benchmarks(benchmarks_dir, task), rel)
+                                    load_benchmarks(benchmarks_dir, task), rel, evaluation_dir)
     if binary:
         lines += binary_section(binary, tag, plots_dir, figures_dir, Path(benchmarks_dir), rel)
     if lines:

@@ -20,7 +20,8 @@ def write_chromosome_report(tasks: Sequence[str], dataset_dir: str | Path, split
                             karyotyping_example: str | Path = "reports/figures/karyotyping_example.png",
                             figures_dir: str | Path = "reports/figures/chromosomes",
                             cohort_figures_dir: str | Path = "reports/figures",
-                            benchmarks_dir: str | Path = "benchmarks/inference") -> Path:
+                            benchmarks_dir: str | Path = "benchmarks/inference",
+                            evaluation_dir: str | Path = "evaluation/chromosomes") -> Path:
     out_md, figures_dir, cohort_figures_dir = Path(out_md), Path(figures_dir), Path(cohort_figures_dir)
     ingest = json.loads((Path(dataset_dir) / "summary.json").read_text())
     split = json.loads(Path(split_json).read_text())
@@ -48,7 +49,8 @@ def write_chromosome_report(tasks: Sequence[str], dataset_dir: str | Path, split
 
     from genediag.reports.chromosome_family import task_sections
 
-    lines += task_sections(tasks, synthetic, out_md, metrics_dir, plots_dir, figures_dir, benchmarks_dir)
+    lines += task_sections(tasks, synthetic, out_md, metrics_dir, plots_dir, figures_dir, benchmarks_dir,
+                           evaluation_dir)
     from genediag.reports.karyotyping import karyotyping_section
 
     lines += [karyotyping_section(out_md, synthetic, karyotyping_metrics, karyotyping_plots, karyotyping_example)]

@@ -58,6 +58,14 @@ def _fmt(v: Any) -> Any:
     return DASH if v is None or (isinstance(v, float) and pd.isna(v)) else v
 
 
+def _with_ci(m: dict[str, Any], key: str) -> Any:
+    v = m.get(key)
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return DASH
+    ci = (m.get("ci95") or {}).get(key)
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else f"{v:.3f}"
+
+
 def _line_figure(curves: list[tuple[str, pd.DataFrame]], x: str, ys: Sequence[str], path: Path, title: str,
                  xlabel: str, ylabel: str, diagonal: bool = False) -> Path:
     import matplotlib
@@ -249,9 +257,39 @@ def write_karyogram_report(cfg: dict[str, Any], source_dir: str | Path, balanced
                          *[DASH] * (len(METRICS) + len(EXTRA_METRICS)), DASH, rc.get("input_size"), DASH, pre_s])
             continue
         rows.append([f"ours ({syn}data)", BACKBONE_LABEL.get(b, b), TRAINABLE_LABEL.get(t, t),
-                     *[_fmt(m.get(k)) for k, _ in METRICS + EXTRA_METRICS], m["n"], rc.get("input_size"),
+                     *[_with_ci(m, k) for k, _ in METRICS + EXTRA_METRICS], m["n"], rc.get("input_size"),
                      _epochs(rc, m), pre_s])
-    lines += [table(header, rows, align="lll" + "r" * (len(header) - 3)), ""]
+    lines += [table(header, rows, align="lll" + "r" * (len(header) - 3)), "",
+              "Our cells: the value with its 95 % interval [lo, hi] from a bootstrap over test patients.", ""]
+    seeds = [(run, json.loads((Path(metrics_dir) / f"{run}.seeds.json").read_text()))
+             for run in results if (Path(metrics_dir) / f"{run}.seeds.json").is_file()]
+    seeds = [(run, s) for run, s in seeds if len(s.get("seeds", [])) > 1]
+    if seeds:
+        def spread(summary: dict[str, Any], key: str) -> str:
+            x = summary.get(key) or {}
+            return DASH if x.get("mean") is None else f"{x['mean']:.3f} ± {x['sd']:.3f} ({x['min']:.3f}–{x['max']:.3f})"
+
+        lines += [f"### Seed spread{tag}", "",
+                  "Each row trained with several seeds (`seeds` in params): mean ± sd (min–max) over the seeds; the "
+                  "table above shows the first seed's model, the one `predict` uses.", "",
+                  table(["Run", "Seeds", "Accuracy", "AUC", "Recall"],
+                        [[run, len(s["seeds"]), spread(s["summary"], "accuracy"), spread(s["summary"], "auc"),
+                          spread(s["summary"], "recall")] for run, s in seeds]), ""]
+    ours = [run for run, (_, m) in results.items() if m is not None]
+    if len(ours) > 1:
+        from genediag.reports.paired import pairwise_table
+
+        label = {run: f"{BACKBONE_LABEL.get(rc['arch'].get('backbone'), '?')} {TRAINABLE_LABEL.get(rc['arch'].get('trainable'), '?')}"
+                 for run, (rc, _) in results.items()}
+        pairs = [(a, b) for i, a in enumerate(ours) for b in ours[i + 1:]]
+        head, prow = pairwise_table(Path(eval_dir), ours, label, ["auc", "accuracy"], pairs)
+        if prow:
+            n_dist = sum(1 for r in prow if r[-1] == "distinguishable")
+            lines += [f"### Paired comparisons{tag}", "",
+                      "Every pair of rows on the same test karyograms, resampled by patient: B − A with its 95 % "
+                      f"interval. {n_dist} of {len(prow)} differences are distinguishable from 0; the rest are not, "
+                      "whatever the point estimates say.", "", "<details><summary>All pairs</summary>", "",
+                      table(head, prow), "", "</details>", ""]
     lines += ["Epochs: `k/n` = the weights of epoch k (lowest validation loss) kept after n epochs; `n (last)` = the "
               "last epoch's weights kept (`fit.restore_best: false`). Balanced acc. = (recall of abnormal + recall "
               "of normal) / 2.", ""]
