@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from genediag.config import ConfigError
-from genediag.schema import (BALANCE, BASE, BENCHMARK, EVIDENCE, FACE_RUN, HPSEARCH, KARYOTYPING, MC_DROPOUT,
+from genediag.schema import (BALANCE, BASE, BENCHMARK, CROSS_EVALUATION, EVIDENCE, FACE_RUN, HPSEARCH, KARYOTYPING, MC_DROPOUT,
                              REPORTS, RUN, Map, resolve_dataset, resolve_run, validate)
 
-SECTIONS = ("generate", "faces_generate", "datasets", "chromosomes", "karyotyping", "karyograms", "faces", "evidence",
+SECTIONS = ("generate", "faces_generate", "datasets", "chromosomes", "karyotyping", "karyograms", "faces",
+            "cross_evaluation", "evidence",
             "reports")
 
 
@@ -52,6 +53,10 @@ def check_params(params: Mapping[str, Any], where: str = "params.yaml") -> dict[
                 raise ConfigError(f"{where}: {branch}.{key}: '{name}' is not a datasets entry")
     if "karyotyping" in params:
         validate({k: v for k, v in params["karyotyping"].items()}, KARYOTYPING, f"{where}: karyotyping")
+    for name, cfg in (params.get("cross_evaluation") or {}).items():
+        c = validate(cfg, CROSS_EVALUATION, f"{where}: cross_evaluation.{name}")
+        if c["dataset"] not in datasets:
+            raise ConfigError(f"{where}: cross_evaluation.{name}.dataset: '{c['dataset']}' is not a datasets entry")
     validate(params.get("evidence") or {}, EVIDENCE, f"{where}: evidence")
     validate(params.get("reports") or {}, REPORTS, f"{where}: reports")
     if "generate" in params:

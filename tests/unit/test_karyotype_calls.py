@@ -266,3 +266,23 @@ def test_log_probabilities_once_per_cell_and_fast(monkeypatch):
         karyotype_cell(probs, hyp)
         times.append(time.perf_counter() - t)
     assert min(times) < 0.5  # 5–18 ms measured (2 cores, load average ~6); a generous bound
+
+
+def test_outcome_rates_equal_karyotype_metrics_on_every_subset():
+    """The bootstrap counts precomputed per-cell outcomes; on any resample they give karyotype_metrics' rates."""
+    import numpy as np
+
+    from genediag.karyotyping.calls import cell_outcomes, karyotype_metrics, outcome_rates
+
+    truth = ["46,XX", "47,XX,+21", "47,XY,+18", "46,XY", "45,X", "", "47,XXY", "46,XX", "47,XX,+21"]
+    called = ["46,XX", "47,XX,+21", "46,XY", "46,XY", "45,X", "46,XX", "47,XXY", "47,XX,+13", "47,XX,+18"]
+    referred = [False, False, False, True, False, False, True, False, False]
+    keep, facts = cell_outcomes(truth, called, referred)
+    assert list(keep) == [0, 1, 2, 3, 4, 6, 7, 8]   # the cell without truth is left out
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pick = rng.integers(0, len(keep), len(keep))
+        sub = [keep[i] for i in pick]
+        slow = karyotype_metrics([truth[i] for i in sub], [called[i] for i in sub], [referred[i] for i in sub])
+        fast = outcome_rates(**{k: v[pick] for k, v in facts.items()})
+        assert {k: slow[k] for k in fast} == fast

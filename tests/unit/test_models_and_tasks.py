@@ -83,3 +83,33 @@ def test_augmentation_from_params():
     assert aug(image=img)["image"][8, 7] > 0
     with pytest.raises(ValueError, match="unknown albumentations transform 'Nope'"):
         build_augmentation([{"name": "Nope"}])
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("pinnacle_dcnn", {"channels": [8, 8, 8], "fc": [16, 16, 16], "dropout": 0.3}, (1, 32, 32)),
+    ("se_resnet64", {"width": 2, "dropout": 0.3}, (3, 56, 48)),
+    ("casia_net", {"width": 0.125, "dropout": 0.3}, (3, 56, 48)),
+])
+def test_mc_dropout_split_gives_the_same_votes_as_whole_passes(name, kwargs, shape):
+    """MC dropout on (prefix once, suffix per pass) draws the same masks in the same order as whole passes."""
+    import torch
+
+    from genediag.models import create_model
+    from genediag.models.inference import mc_dropout_votes
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, in_chans=shape[0], img_size=shape[1], **kwargs).eval()
+    x = torch.rand(10, *shape)
+    split = mc_dropout_votes(model, x, passes=5, seed=3, chunk=4)
+
+    class Whole(torch.nn.Module):   # the same model without mc_split: whole forward passes
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, t):
+            return self.m(t)
+
+    whole = mc_dropout_votes(Whole(model), x, passes=5, seed=3, chunk=4)
+    assert split.shape == (5, 10, 3) and np.allclose(split, whole, atol=1e-6)
+    assert not np.allclose(split[0], split[1])   # dropout is really on

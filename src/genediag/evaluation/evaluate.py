@@ -175,10 +175,11 @@ def evaluate_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | 
 
     write_model_card(run, cfg, result, meta, out / "MODEL_CARD.md", data_dir=Path(dataset_dir).parent.parent,
                      n_parameters=sum(p.numel() for p in model.parameters()))
-    log.info("%s on %s (%d items%s): accuracy %.4f [%s], macro F1 %.4f; ECE %.3f → %.3f; OOD probes referred %s",
-             run, split, len(y), ", synthetic" if result["synthetic"] else "", headline["accuracy"],
-             ci.get("accuracy"), headline["macro_f1"], result["ece_uncalibrated"], result["ece"],
-             ood.get("probes_referred_share"))
+    lo, hi = ci.get("accuracy") or (float("nan"), float("nan"))
+    log.info("%s on %s (%d items%s): accuracy %.4f (95 %% CI %.4f-%.4f), macro F1 %.4f; ECE %.3f → %.3f; OOD: "
+             "%s of test, %s of probes referred", run, split, len(y), ", synthetic" if result["synthetic"] else "",
+             headline["accuracy"], lo, hi, headline["macro_f1"], result["ece_uncalibrated"], result["ece"],
+             ood.get("test_referred_share"), ood.get("probes_referred_share"))
     return result
 
 

@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
 
 MetricFn = Callable[..., Mapping[str, Any]]
 
@@ -153,6 +152,8 @@ def paired_bootstrap(metric_fn: MetricFn, groups: Sequence, data_a: Mapping[str,
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of the proportion k/n (k successes out of n); (0.0, 1.0) when n = 0."""
+    from scipy import stats
+
     _check_level(level)
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
@@ -171,6 +172,8 @@ def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[s
     ``correct_a``, ``correct_b``: (N,) booleans, item i right/wrong for each model. ``b`` = items A gets right
     and B wrong, ``c`` = A wrong and B right; ``p_value`` is the two-sided exact binomial test of b out of b + c
     against ½ (1.0 when there are no discordant items)."""
+    from scipy import stats
+
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape:
         raise ValueError(f"correct_a and correct_b differ in shape: {a.shape} vs {b.shape}")
@@ -185,6 +188,8 @@ def delong_test(y_true: Sequence[int], score_a: Sequence[float], score_b: Sequen
     ``y_true``: (N,) labels in {0, 1} (at least two of each); ``score_a``, ``score_b``: (N,) scores, higher =
     more likely class 1. Returns ``auc_a``, ``auc_b`` (ties count ½, as in scikit-learn), ``diff`` = auc_b −
     auc_a, ``ci95`` (normal 95 % interval of diff from the DeLong variance) and the two-sided ``p_value``."""
+    from scipy import stats
+
     y = np.asarray(y_true).ravel()
     if not np.isin(y, (0, 1)).all() or min((y == 1).sum(), (y == 0).sum()) < 2:
         raise ValueError("y_true must be 0/1 with at least two items of each class")
@@ -255,6 +260,8 @@ def expected_calibration_error(probs: Any, y: Sequence[int], bins: int = 15) -> 
 
 
 def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    from scipy import special
+
     return float(-special.log_softmax(logits / temperature, axis=1)[np.arange(y.size), y].mean())
 
 
@@ -264,6 +271,8 @@ def fit_temperature(logits: Any, y: Sequence[int], max_iter: int = 200) -> float
     ``logits``: N×C (binary tasks: N×2 scores, or (N,) class-1 logits); ``y``: (N,) class indices. Fitted on a
     held-out (validation) split, never the test split. Bounded Brent search on log T over [0.01, 100]
     (deterministic; an optimum outside that range returns the bound). T > 1 softens over-confident logits."""
+    from scipy import optimize
+
     z, y = _as_logits(logits), np.asarray(y, dtype=np.int64).ravel()
     if z.ndim != 2 or z.shape[0] != y.size or y.size == 0:
         raise ValueError(f"need N×C logits and N labels (N > 0), got {z.shape} and {y.shape}")
@@ -274,6 +283,8 @@ def fit_temperature(logits: Any, y: Sequence[int], max_iter: int = 200) -> float
 
 def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
     """softmax(logits / T): N×C probabilities (rows sum to 1) from N×C logits (or (N,) class-1 logits → N×2)."""
+    from scipy import special
+
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return special.softmax(_as_logits(logits) / temperature, axis=1)

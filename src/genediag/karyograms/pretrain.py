@@ -8,7 +8,7 @@ one chromosome more or less in one slot (or a changed band pattern), so the base
 
 What: karyograms are **recomposed** from the single-chromosome crops of whole cells (``crops``: an ingested crop
 dataset with ``group_id`` = patient and ``cell_id``), each with 0..``max_changes`` random gains (a crop of another
-cell) or losses, laid out by :func:`~genediag.synthetic.karyogram.compose_karyogram` (``orient=True``), top band
+cell) or losses, laid out by :func:`~genediag.data.karyogram_layout.compose_karyogram` (``orient=True``), top band
 blanked and resized as the karyogram dataset is (``resize`` px, then the model's ``input_size``; dark-on-white
 inverted). Around every slot a ``patch``-px window is cut at that scale (±``jitter`` px), labelled multi-hot with
 :data:`PATCH_LABELS` (:func:`slot_labels`) for the slots whose centre lies within ``label_radius`` × patch of the

@@ -175,6 +175,32 @@ def _rate(num: int, den: int) -> float | None:
     return round(num / den, 6) if den else None
 
 
+def cell_outcomes(truth: Sequence[str | None], called: Sequence[str], referred: Sequence[bool]
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(positions of the cells with a truth, their outcomes as boolean arrays: exact, abnormal, called_abnormal,
+    referred) — the per-cell facts :func:`karyotype_metrics` counts, computed once (ISCN parsing is the slow part),
+    so a bootstrap can recount them on every resample (:func:`outcome_rates`)."""
+    canon = lambda s: counts_to_iscn(parse_iscn(s))  # noqa: E731
+    keep = np.array([i for i, t in enumerate(truth) if t], dtype=np.int64)
+    t = [canon(truth[i]) for i in keep]
+    c = [canon(called[i]) for i in keep]
+    r = np.array([bool(referred[i]) for i in keep], dtype=bool)
+    return keep, {"exact": np.array([a == b for a, b in zip(t, c)], dtype=bool) & ~r,
+                  "abnormal": np.array([is_numerically_abnormal(x) for x in t], dtype=bool),
+                  "called_abnormal": np.array([is_numerically_abnormal(x) for x in c], dtype=bool), "referred": r}
+
+
+def outcome_rates(exact: np.ndarray, abnormal: np.ndarray, called_abnormal: np.ndarray,
+                  referred: np.ndarray) -> dict[str, float | None]:
+    """The rates of :func:`karyotype_metrics` from :func:`cell_outcomes` arrays (same definitions)."""
+    n, n_abn = len(exact), int(abnormal.sum())
+    n_norm = n - n_abn
+    return {"exact_karyotype_accuracy": _rate(int(exact.sum()), n),
+            "exact_karyotype_accuracy_abnormal": _rate(int((exact & abnormal).sum()), n_abn),
+            "sensitivity": _rate(int((exact & abnormal).sum()), n_abn),
+            "specificity": _rate(int((~abnormal & ~called_abnormal & ~referred).sum()), n_norm)}
+
+
 def karyotype_metrics(truth: Sequence[str | None], called: Sequence[str],
                       referred: Sequence[bool]) -> dict[str, Any]:
     """Cell-level metrics over the cells with a true karyotype (``truth`` None or "" = no truth, left out).

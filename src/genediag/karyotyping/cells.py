@@ -37,7 +37,8 @@ from genediag import io as gio
 from genediag.config import ConfigError
 from genediag.karyotyping.assign import (EXTRA, NORMAL_KARYOTYPES, counts_to_iscn, is_numerically_abnormal,
                                          karyotype_cell, label_counts, make_hypotheses)
-from genediag.karyotyping.calls import fit_nofit_threshold, karyotype_metrics, resolve_hypotheses
+from genediag.karyotyping.calls import (cell_outcomes, fit_nofit_threshold, karyotype_metrics, outcome_rates,
+                                         resolve_hypotheses)
 from genediag.schema import KARYOTYPING, validate
 
 log = logging.getLogger(__name__)
@@ -350,12 +351,10 @@ def _metrics(cfg, name, run, synthetic, cells, crops, names, hypotheses, thresho
     if evidence:
         from genediag.evaluation.uncertainty import bootstrap_ci
 
-        keys = ("exact_karyotype_accuracy", "exact_karyotype_accuracy_abnormal", "sensitivity", "specificity")
-        ci = bootstrap_ci(lambda t, c, r: {k: karyotype_metrics(list(t), list(c), list(r)).get(k) for k in keys},
-                          truth["group_id"].to_numpy(), {"t": truth["true_numerical"].to_numpy(),
-                                                         "c": truth["predicted"].to_numpy(),
-                                                         "r": truth["referred"].astype(bool).to_numpy()},
-                          int(evidence["bootstrap"]), int(evidence["seed"]))
+        keep, facts = cell_outcomes(truth["true_numerical"].tolist(), truth["predicted"].tolist(),
+                                    truth["referred"].astype(bool).tolist())
+        ci = bootstrap_ci(outcome_rates, truth["group_id"].to_numpy()[keep], facts, int(evidence["bootstrap"]),
+                          int(evidence["seed"]))
         out["ci95"] = ci
     return out
 

@@ -45,6 +45,10 @@ class CasiaNet(nn.Module):
     def forward(self, x: torch.Tensor):
         return self.head(self.dropout(self.embed(x)))
 
+    def mc_split(self):
+        """(deterministic prefix, stochastic suffix): MC dropout runs the convolutions once per image."""
+        return self.embed, lambda f: self.head(self.dropout(f))
+
 
 @register_model("casia_net")
 def casia_net(num_classes: int, in_chans: int = 3, img_size: int = 112, width: float = 1.0, dropout: float = 0.4,

@@ -46,6 +46,10 @@ class PinnacleDCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
+    def mc_split(self):
+        """(deterministic prefix, stochastic suffix): MC dropout runs the convolutions once per image."""
+        return self.features, self.classifier
+
 
 @register_model("pinnacle_dcnn")
 def pinnacle_dcnn(num_classes: int, in_chans: int = 1, img_size: int = 64, **kwargs) -> nn.Module:

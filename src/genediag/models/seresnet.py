@@ -129,6 +129,10 @@ class SEResNet(nn.Module):
     def forward(self, x: torch.Tensor):
         return self.head(self.dropout(self.embed(x)))
 
+    def mc_split(self):
+        """(deterministic prefix, stochastic suffix): MC dropout runs the 64 layers once per image."""
+        return self.embed, lambda f: self.head(self.dropout(f))
+
 
 def layer_count(model: SEResNet) -> dict[str, int]:
     """Weighted layers as the paper counts them: stem + the blocks' 3×3 convolutions + the classifier."""

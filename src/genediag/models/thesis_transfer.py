@@ -145,6 +145,10 @@ class ThesisTransfer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def mc_split(self):
+        """(deterministic prefix, stochastic suffix): the base has no dropout (checked), only the head repeats."""
+        return self.forward_features, self.forward_head
+
     def _layers(self) -> list[nn.Module]:
         """The base as an ordered list of layers whose composition is ``base.forward_features``."""
         if isinstance(self.base, nn.Sequential):  # VGG16: `features`

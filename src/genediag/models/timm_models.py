@@ -227,7 +227,19 @@ def _tf_block_class(block_class: type, pool: str) -> type:
     mixin = {InceptionA: _TFInceptionA, InceptionC: _TFInceptionC, InceptionE: _TFInceptionE}.get(block_class)
     if mixin is None:
         raise TypeError(f"TensorFlow pooling: {block_class.__name__} is not timm's InceptionA/C/E")
-    return type(f"TF{block_class.__name__}", (mixin, block_class), {"pool": pool})
+    name = f"TF{block_class.__name__}_{pool}"
+    return type(name, (mixin, block_class), {"pool": pool, "__module__": __name__, "__qualname__": name})
+
+
+def __getattr__(name: str) -> type:
+    """``TFInceptionA_avg`` etc. made on first use, so a model with TensorFlow pooling pickles and unpickles in
+    another process (seed workers return their trained models)."""
+    kind, _, pool = name.removeprefix("TF").partition("_")
+    if name.startswith("TFInception") and kind in ("InceptionA", "InceptionC", "InceptionE") and pool in ("avg", "max"):
+        import importlib
+
+        return _tf_block_class(getattr(importlib.import_module("timm.models.inception_v3"), kind), pool)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def use_tf_inception_pooling(net: nn.Module) -> nn.Module:

@@ -123,6 +123,8 @@ def fmt_ci(value: float | None, ci: tuple[float, float] | None, digits: int = 3)
 def column_header(c: Column) -> str:
     if c.branch == "chromosomes":
         return f"{c.task} · {c.model}"
+    if c.branch == "cross":
+        return f"{c.data.get('run', c.run)} on {c.data.get('evaluated_on', '?')}"
     return c.model
 
 
