@@ -589,6 +589,7 @@ REPORTS = Map({
     "karyograms": Map({"runs": List(Str(), default=[])}),
     "faces": Map({"pretrain": List(Str(), default=[]), "finetune": List(Str(), default=[]),
                   "heads": List(Str(), default=[]), "facenet": Nullable(Str(), default=None),
+                  "presets": List(Str(), default=[]),
                   "matching": List(Str(), default=[]), "embedding_runs": Dict(Str(), default={}),
                   "paired": List(List(Str(), length=2), default=[])}),
     "html": Map({"title": Str(default="genediag results"), "embed_images": Bool(default=False)}),

@@ -103,6 +103,7 @@ def test_leave_out_applies_only_when_the_model_never_trained_on_them():
     lo = M.match_metrics(feats, table, ["a", "b"], cfg, EVIDENCE)["leave_out"]
     assert lo["applicable"] is True
     assert lo["gallery_photos"] == 4 + 1                                     # a, b: 2 each; c: one person's photo
+    assert lo["gallery_people"] == 5 and lo["people_per_held_out_syndrome"] == 1
     assert lo["nearest_neighbour"]["queries"] == 2                           # the two c test photos
     assert lo["seen_queries"]["nearest_neighbour"]["queries"] == 4
     untrained = M.match_metrics(feats, table, [], cfg, EVIDENCE)["leave_out"]   # raw embeddings (FaceNet)

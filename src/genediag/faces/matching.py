@@ -150,12 +150,13 @@ def match_metrics(feats: np.ndarray, table: pd.DataFrame, trained_classes: Seque
         missing = sorted(set(held) - set(classes))
         if missing:
             raise ConfigError(f"matching.leave_out.syndromes: {missing} are not syndromes of the dataset ({classes})")
-        lo = {"syndromes": held, "gallery_people": int(cfg["leave_out"]["gallery_people"]),
+        lo = {"syndromes": held, "people_per_held_out_syndrome": int(cfg["leave_out"]["gallery_people"]),
               "seed": int(cfg["leave_out"]["seed"])}
         if seen:
             lo.update(applicable=False, reason=f"the embedding model was trained on {seen}")
         else:
-            gallery = leave_out_gallery(labels, groups, in_gallery, held, lo["gallery_people"], lo["seed"])
+            gallery = leave_out_gallery(labels, groups, in_gallery, held, lo["people_per_held_out_syndrome"],
+                                        lo["seed"])
             query = test & np.isin(labels, held)
             lo.update(applicable=True, **_protocol(feats, labels, groups, gallery, query, classes, cfg["top_k"],
                                                    boot, seed))
