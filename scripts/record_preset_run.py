@@ -8,7 +8,7 @@ comparisons on the same test photos with the default runs named, and the measure
         --paired-with faces-facenet-softmax faces-softmax
     git checkout params.yaml   # back to the default
 
-Everything recorded is read from the files the stage wrote (metrics/faces/<run>*.json,
+Everything recorded is read from the files the stage wrote (metrics/faces/<run>*.json, metrics/faces/matching/,
 evaluation/faces/<run>/predictions.csv); the paired bootstrap is the report's (genediag.reports.paired)."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run")
     p.add_argument("preset")
-    p.add_argument("--seconds", help="file holding the stage's measured wall time (from /usr/bin/time -f %%e)")
+    p.add_argument("--seconds", nargs="*", default=[],
+                   help="file(s) holding the measured wall time of the run's stage(s) (/usr/bin/time -f %%e), summed")
     p.add_argument("--paired-with", nargs="*", default=[], help="default runs to compare with (B = this run)")
     p.add_argument("--metrics", default="metrics/faces")
     p.add_argument("--evaluation", default="evaluation/faces")
@@ -45,9 +46,10 @@ def main() -> None:
         paired[other] = res["accuracy"] if res else None
     record = {"run": args.run, "preset": args.preset, "recorded": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, shared with other jobs",
-              "stage_wall_seconds": float(Path(args.seconds).read_text().split()[-1]) if args.seconds else None,
-              "metrics": metrics, "seeds": read(f"{args.run}.seeds.json"), "matching": read(f"{args.run}.nn.json"),
-              "paired_accuracy": paired}
+              "stage_wall_seconds": round(sum(float(Path(f).read_text().split()[-1]) for f in args.seconds), 2)
+              if args.seconds else None,
+              "metrics": metrics, "seeds": read(f"{args.run}.seeds.json"),
+              "matching": read(f"matching/{args.run}.json"), "paired_accuracy": paired}
     out = mdir / "presets" / f"{args.run}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")

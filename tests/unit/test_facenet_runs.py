@@ -81,9 +81,10 @@ def tiny(tmp_path_factory):
     _photos(root / "photos" / "syndromes", syn, 1)
     _photos(root / "photos" / "identities", [(f"id{pid}", pid, b) for _, pid, b in ids], 2)
     split_syn = {pid: ("train", "val", "test")[int(pid[2])] for _, pid, _ in syn}
+    split_ids = {f"id{pid}": "test" for _, pid, _ in ids}   # identities: the label is the person (group_by: label)
     out = {}
     for name, kind, src, split_of in (("syn", "face_syndromes", "syndromes", split_syn),
-                                      ("ids", "face_identities", "identities", {f"id{pid}": "test" for _, pid, _ in ids})):
+                                      ("ids", "face_identities", "identities", split_ids)):
         entry = {"kind": kind, "source": str(root / "photos" / src / "manifest.csv"), "synthetic": True,
                  "faces": {"detect": {"min_face_size": 40}, "align": {"template": "sphereface", "scale": 0.5}}}
         ingest_dataset(name, entry, root / "ingested" / name, root / "review", progress=False)
@@ -172,9 +173,10 @@ def test_head_trained_on_the_cache_is_the_whole_network(tiny, tmp_path, trainabl
                     "fit": {"epochs": 2, "batch_size": 2, "device": "cpu", "channels_last": False,
                             "optimizer": {"name": "adamw", "lr": 0.001}}}, FACE_RUN, "test")
     out = tmp_path / "run"
-    res = train_head_run("fn", cfg, root / "cache", root / "ingested" / "syn_facenet", root / "splits" / "syn_facenet.csv",
-                         out, tmp_path / "m.json", tmp_path / "plots", tmp_path / "eval", EVIDENCE, matching=MATCHING,
-                         nn_path=tmp_path / "nn.json", gallery_path=out / "gallery.npz")
+    res = train_head_run("fn", cfg, root / "cache", root / "ingested" / "syn_facenet",
+                         root / "splits" / "syn_facenet.csv", out, tmp_path / "m.json", tmp_path / "plots",
+                         tmp_path / "eval", EVIDENCE, matching=MATCHING, nn_path=tmp_path / "nn.json",
+                         gallery_path=out / "gallery.npz")
     assert res["n"] == 2 and res["trainable"] == trainable and set(res["per_class"]) == set(PATTERNS)
     assert res["ood"]["probes"] == 40 and 0.0 <= res["top1"] <= 1.0 and res["init"] == "facenet"
     model, meta = load_checkpoint(out / "model.pt")

@@ -52,8 +52,8 @@ def load_facenet_body(weights: str | Path):
 @torch.no_grad()
 def facenet_outputs(model, dataset, batch_size: int = 32, flip: bool = False,
                     stem: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-    """(``repeat_3`` outputs N×1792×3×3 or None, embeddings N×512 — with `flip`, N×1024: the photo's and its mirror
-    image's) of a dataset of 160×160 crops in [0, 1], in order."""
+    """(``repeat_3`` outputs N×1792×3×3 or None, embeddings N×512 — with `flip`, N×1024: the photo's and its
+    mirror image's) of a dataset of 160×160 crops in [0, 1], in order."""
     stems, embs = [], []
     for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         x = x.contiguous(memory_format=torch.channels_last)

@@ -56,7 +56,8 @@ CACHE_KEY = {"frozen": "embedding", "last_block": "repeat_3"}
 
 
 @torch.no_grad()
-def suffix_outputs(suffix: torch.nn.Module, feats: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def suffix_outputs(suffix: torch.nn.Module, feats: torch.Tensor,
+                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(class scores N×C, penultimate features N×D) of the trained part on cached inputs."""
     suffix.eval()
     scores = []
@@ -126,7 +127,8 @@ def train_head_run(run: str, cfg: dict[str, Any], cache_dir: str | Path, dataset
               for s, r in split_rows.items()}
     arch_kwargs = {k: v for k, v in arch.items() if k not in ("name", "pretrained")}
     if not arch.get("pretrained"):
-        raise ConfigError(f"faces.heads.{run}.arch.pretrained: the converted FaceNet weights (models/facenet/weights.pt)")
+        raise ConfigError(f"faces.heads.{run}.arch.pretrained: the converted FaceNet weights "
+                          "(models/facenet/weights.pt)")
     if not Path(arch["pretrained"]).is_file():
         raise FileNotFoundError(f"{arch['pretrained']}: the converted FaceNet weights are missing; run `dvc repro "
                                 "facenet_weights`")

@@ -20,7 +20,7 @@ Two protocols (:func:`match_metrics`):
   syndromes and one photo each of ``gallery_people`` seeded people per held-out syndrome; queries are the held-out
   syndromes' test photos, ranked against all syndromes.
 
-:func:`match_run` writes a run's figures (``metrics/faces/<run>.nn.json``) and the gallery ``genediag predict``
+:func:`match_run` writes a run's figures (``metrics/faces/matching/<run>.json``) and the gallery ``genediag predict``
 ranks a new photo against (``models/<run>/gallery.npz``: unit-length features, labels, people and photo paths;
 plain arrays); every syndrome run's evaluation calls it, and stage ``faces_facenet`` for FaceNet's raw embeddings.
 """

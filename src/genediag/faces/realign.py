@@ -62,7 +62,8 @@ def realign_dataset(name: str, cfg: dict[str, Any], source_dir: str | Path, sour
         if isinstance(rec, pd.DataFrame):
             rec = rec.iloc[0]
         if rec is not None and rec["status"] == "aligned_input":
-            crops[i] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR)
+            interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
+            crops[i] = cv2.resize(image, (w, h), interpolation=interp)
             continue
         if rec is None or any(str(rec[c]) == "" for c in POINT_COLUMNS):
             raise ConfigError(f"{source_dir}/detections.csv: no landmarks for accepted photo {row.path}")

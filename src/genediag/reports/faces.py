@@ -19,6 +19,7 @@ PUBLISHED_TOP1 = {"crossloss": 0.935, "softmax": 0.906, "deepgestalt": 0.710}
 PUBLISHED_LFW = 0.984
 MODEL_TITLES = {"crossloss": "Cross-loss (softmax → A-softmax, SE-ResNet64)",
                 "softmax": "Softmax only (ablation, SE-ResNet64)",
+                "softmax-lso": "Softmax (SE-ResNet64), 3 syndromes left out",
                 "deepgestalt": "DeepGestalt-style (CASIA-Net, softmax)",
                 "facenet-softmax": "FaceNet-init, softmax head (frozen FaceNet)",
                 "facenet-crossloss": "FaceNet-init, A-softmax head (frozen FaceNet)",
@@ -190,7 +191,8 @@ def write_faces_report(cfg: dict[str, Any], syndromes_dir: str | Path, identitie
     fn = _read(mdir / f"{cfg['facenet']}.json") if cfg.get("facenet") else None
     if fn:
         vrows.append(["FaceNet (CASIA-WebFace, as it ships; 160×160 crops)", "CASIA-WebFace (10,575)", "–",
-                      f"{fn['verification_accuracy']:.4f} ± {fn['verification_std']:.4f}" + _ci(fn, "verification_accuracy"),
+                      f"{fn['verification_accuracy']:.4f} ± {fn['verification_std']:.4f}"
+                      + _ci(fn, "verification_accuracy"),
                       fn["pairs"], fn["held_out_people"], "0.9905 (LFW; davidsandberg/facenet README)"])
     lines += [table(["Model", "Identities", "Identity val acc.", f"Verification acc. ({S}10-fold)", "Pairs",
                      "Held-out people", "Published"], vrows) if vrows else "No stage-1 metrics yet; run `dvc repro`.",
@@ -223,7 +225,8 @@ def write_faces_report(cfg: dict[str, Any], syndromes_dir: str | Path, identitie
                   "real faces separates easily; how FaceNet-init runs compare on real syndromes is not measured "
                   "here.", ""]
         lines += _paired_section(cfg, Path(eval_dir), results, tag)
-        full = [m for m, r in results.items() if len(r["per_class"]) == max(len(x["per_class"]) for x in results.values())]
+        widest = max(len(x["per_class"]) for x in results.values())
+        full = [m for m, r in results.items() if len(r["per_class"]) == widest]
         results = {m: results[m] for m in full}   # the per-class tables: runs over every class
         classes = list(next(iter(results.values()))["per_class"])
         lines += [f"### Per-class precision and recall (Table 5 layout){tag}", ""]
@@ -275,18 +278,24 @@ def _paired_section(cfg: dict[str, Any], eval_dir: Path, results: dict[str, Any]
 
 
 def _matching_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
-    """GestaltMatcher-style nearest-neighbour figures (``metrics/faces/<run>.nn.json``) beside each run's softmax
+    """GestaltMatcher-style nearest-neighbour figures (``metrics/faces/matching/<run>.json``) beside each run's softmax
     top-1, and the leave-syndromes-out figures where they apply."""
-    found = {run: _read(mdir / f"{run}.nn.json") for run in cfg.get("matching", [])}
+    found = {run: _read(mdir / "matching" / f"{run}.json") for run in cfg.get("matching", [])}
     found = {run: r for run, r in found.items() if r}
+    preset = {}   # runs made once with a preset (metrics/faces/presets/<run>.json): their matching too
+    for run in cfg.get("presets", []):
+        rec = _read(mdir / "presets" / f"{run}.json")
+        if rec and rec.get("matching") and run not in found:
+            found[run], preset[run] = rec["matching"], rec["metrics"]
     if not found:
         return []
     first = next(iter(found.values()))
     ks = first["top_k"]
 
     def title(run):
-        r = _read(mdir / f"{run}.json") or {}
-        return RUN_TITLES.get(run) or MODEL_TITLES.get(r.get("model"), run)
+        r = preset.get(run) or _read(mdir / f"{run}.json") or {}
+        name = RUN_TITLES.get(run) or MODEL_TITLES.get(r.get("model"), run)
+        return f"{name} (preset, run once)" if run in preset else name
 
     def cell(t, key):
         return f"{t[key]:.3f}{_ci(t, key)}" if t.get(key) is not None else "–"
@@ -294,10 +303,13 @@ def _matching_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
     rows = []
     for run, r in found.items():
         a = r["all"]
-        soft = _read(mdir / f"{run}.json") or {}
+        soft = preset.get(run) or _read(mdir / f"{run}.json") or {}
         rows.append([title(run), a["nearest_neighbour"]["queries"], a["gallery_photos"],
                      *[cell(a["nearest_neighbour"], f"top{k}") for k in ks], cell(a["centroid"], "top1"),
-                     f"{soft['top1']:.3f}{_ci(soft, 'accuracy')}" if soft.get("top1") is not None else "–"])
+                     (f"{soft['top1']:.3f}{_ci(soft, 'accuracy')}"
+                      + (f" ({soft['n']} photos, {len(soft['per_class'])} classes)"
+                         if soft["n"] != a["nearest_neighbour"]["queries"] else ""))
+                     if soft.get("top1") is not None else "–"])
     chance = first["all"]["nearest_neighbour"]["chance"]
     out = [f"## Nearest-neighbour matching (GestaltMatcher-style, `method: nearest_neighbour`){tag}", "",
            "Embeddings (each model's penultimate features; FaceNet's own 512-d embedding for the raw row) of the "
@@ -315,10 +327,11 @@ def _matching_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
         if not lo:
             continue
         if not lo.get("applicable"):
-            skipped.append(f"{title(run)} ({lo.get('reason')})")
+            skipped.append(title(run))
             continue
         nn_, seen = lo["nearest_neighbour"], lo["seen_queries"]["nearest_neighbour"]
-        trained = "none (never trained on syndromes)" if not r["trained_classes"] else f"{len(r['trained_classes'])} classes"
+        trained = (f"{len(r['trained_classes'])} classes" if r["trained_classes"]
+                   else "none (never trained on syndromes)")
         lo_rows.append([title(run), trained, nn_["queries"], *[cell(nn_, f"top{k}") for k in ks],
                         cell(lo["centroid"], "top1"), cell(seen, "top1")])
     if lo_rows:
@@ -333,7 +346,7 @@ def _matching_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
                 table(["Embedding", "Trained on", "Queries", *[f"NN top-{k} [95 % CI]" for k in ks],
                        "Centroid top-1", "Other syndromes, NN top-1"], lo_rows), ""]
     if skipped:
-        out += ["No leave-syndromes-out figure (the model trained on the held-out syndromes): "
+        out += ["No leave-syndromes-out figure for the models trained on the held-out syndromes: "
                 + "; ".join(skipped) + ".", ""]
     return out
 
@@ -352,7 +365,8 @@ def _presets_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
     for rec in recs:
         m, nn_ = rec["metrics"], (rec.get("matching") or {}).get("all", {}).get("nearest_neighbour", {})
         title = MODEL_TITLES.get(m["model"], m["model"])
-        rows.append([title, f"`{rec['preset']}`", m["n"], f"{m['top1']:.4f}{_ci(m, 'accuracy')}", m["top1_patterns"],
+        rows.append([title, f"`{rec['preset']}`", len(m["per_class"]), m["n"], f"{m['top1']:.4f}{_ci(m, 'accuracy')}",
+                     m["top1_patterns"],
                      m.get("ece"), f"{nn_['top1']:.3f}{_ci(nn_, 'top1')}" if nn_ else "–", m["seeds"],
                      f"{rec['stage_wall_seconds']:.0f} s" if rec.get("stage_wall_seconds") else "–"])
         for other, r in (rec.get("paired_accuracy") or {}).items():
@@ -360,10 +374,12 @@ def _presets_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
                 verdict = "distinguishable" if r["distinguishable"] else "not distinguishable"
                 prow.append([other, title, f"{r['diff']:+.3f}",
                              f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r.get("ci95") else "—", verdict])
-    out = [f"## FaceNet-init variants run once with a preset{tag}", "",
+    fn_terms = FACENET_TERMS if any(r["metrics"].get("init") == "facenet" for r in recs) else ""
+    out = [f"## Runs made once with a preset{tag}", "",
            "Not part of the default run (time budget); each was run once on the development machine (2 shared "
-           "CPU cores, other jobs running) and its figures committed (`metrics/faces/presets/`). " + FACENET_TERMS, "",
-           table(["Run", "Preset", "Test photos", "Top-1 [95 % CI]", "Top-1, patterns", "ECE",
+           "CPU cores, other jobs running) and its figures committed (`metrics/faces/presets/`; their "
+           "nearest-neighbour figures are in the tables above). " + fn_terms, "",
+           table(["Run", "Preset", "Classes", "Test photos", "Top-1 [95 % CI]", "Top-1, patterns", "ECE",
                   "NN top-1 [95 % CI]", "Seeds", "Stage wall time"], rows), ""]
     if prow:
         out += ["Paired on the same test photos (B − A, top-1, people resampled):", "",
