@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from genediag.config import ConfigError
-from genediag.schema import (BALANCE, BASE, BENCHMARK, CROSS_EVALUATION, EVIDENCE, FACE_RUN, HPSEARCH, KARYOTYPING, MC_DROPOUT,
-                             REPORTS, RUN, Map, resolve_dataset, resolve_run, validate)
+from genediag.schema import (BALANCE, BASE, BENCHMARK, CROSS_EVALUATION, EVIDENCE, FACE_RUN, FACENET, HPSEARCH,
+                             KARYOTYPING, MATCHING, MC_DROPOUT, REALIGN, REPORTS, RUN, Map, resolve_dataset,
+                             resolve_run, validate)
 
 SECTIONS = ("generate", "faces_generate", "datasets", "chromosomes", "karyotyping", "karyograms", "faces",
             "cross_evaluation", "evidence",
@@ -38,7 +39,26 @@ def check_params(params: Mapping[str, Any], where: str = "params.yaml") -> dict[
     counts = {"datasets": len(datasets)}
     counts["chromosome runs"] = _branch_runs(params, "chromosomes", ["runs"], RUN, where)
     counts["karyogram runs"] = _branch_runs(params, "karyograms", ["runs"], RUN, where)
-    counts["face runs"] = _branch_runs(params, "faces", ["pretrain", "finetune"], FACE_RUN, where)
+    counts["face runs"] = _branch_runs(params, "faces", ["pretrain", "finetune", "heads"], FACE_RUN, where)
+    faces = params.get("faces") or {}
+    realigned = {}
+    for name, cfg in (faces.get("realign") or {}).items():
+        realigned[name] = validate(cfg, REALIGN, f"{where}: faces.realign.{name}")
+        if name in datasets:
+            raise ConfigError(f"{where}: faces.realign.{name}: also a datasets entry; give the derived dataset its "
+                              "own name")
+        if realigned[name]["source"] not in datasets:
+            raise ConfigError(f"{where}: faces.realign.{name}.source: '{realigned[name]['source']}' is not a "
+                              "datasets entry")
+    face_datasets = set(datasets) | set(realigned)
+    if faces.get("facenet") is not None:
+        fn = validate(faces["facenet"], FACENET, f"{where}: faces.facenet")
+        for key in ("identities", "syndromes"):
+            if fn[key] not in face_datasets:
+                raise ConfigError(f"{where}: faces.facenet.{key}: '{fn[key]}' is neither a datasets nor a "
+                                  "faces.realign entry")
+    if faces.get("matching") is not None:
+        validate(faces["matching"], MATCHING, f"{where}: faces.matching")
     kg = params.get("karyograms") or {}
     for key, spec in (("balance", BALANCE), ("bases", BASE), ("hpsearch", HPSEARCH), ("mc_dropout", MC_DROPOUT)):
         for name, cfg in (kg.get(key) or {}).items():

@@ -9,7 +9,9 @@ cannot drift from how the model was trained.
 
 Kinds: ``chromosome_crop``, ``karyogram`` (square cache as ingest built it, plus the derived dataset's top blanking)
 and ``face`` (MTCNN on the photo, the most confident face aligned onto the training template; no face, or several
-comparable faces, is a refer reason, not an error).
+comparable faces, is a refer reason, not an error). A face run with a ``gallery.npz`` beside its checkpoint (written
+by its evaluation, :mod:`genediag.faces.matching`) also ranks syndromes by the nearest gallery photo and by class
+centroid (cosine similarity of the penultimate features): ``nearest_neighbour`` in the result.
 
 A case is referred when any of these holds: the input fails a check (blank, non-finite), it is out of distribution
 (Mahalanobis score above the model's threshold), the calibrated top probability or the MC-dropout agreement is
@@ -97,6 +99,7 @@ class Predictor:
     dropouts: list[nn.Module] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     runner: Any = None   # what computes the scores: ONNX Runtime on model.onnx, or the torch model
+    gallery: dict[str, np.ndarray] | None = None   # gallery.npz beside the checkpoint: nearest-neighbour matches
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -112,7 +115,10 @@ class Predictor:
                 "input_size": int(self.spec["size"]), "cache": self.spec.get("cache"),
                 "temperature": self.meta.get("temperature", 1.0), "trained_on_synthetic": self.meta.get("synthetic"),
                 "has_dropout": bool(self.dropouts), "ood_threshold": (self.meta.get("ood") or {}).get("threshold"),
-                "runtime": "torch" if self.runner is None or isinstance(self.runner, nn.Module) else "onnx"}
+                "runtime": "torch" if self.runner is None or isinstance(self.runner, nn.Module) else "onnx",
+                "gallery": None if self.gallery is None else {
+                    "photos": int(len(self.gallery["label"])), "classes": int(len(set(self.gallery["label"].tolist()))),
+                    "method": str(self.gallery.get("method", "nearest_neighbour"))}}
 
     def predict(self, paths: Sequence[str | Path], top_k: int = 3, mc_passes: int = 30, seed: int = 0,
                 refer_below: float = 0.8) -> list[dict[str, Any]]:
@@ -145,7 +151,8 @@ class Predictor:
                                 int(self.spec["size"]), invert=bool(self.spec["invert"]))
         ood = self.meta.get("ood")
         with torch.no_grad():
-            scores, feats = scores_and_features(self.runner or self.model, ds, features=bool(ood))
+            scores, feats = scores_and_features(self.runner or self.model, ds,
+                                                features=bool(ood) or self.gallery is not None)
         temperature = float(self.meta.get("temperature", 1.0))
         probs = softmax(scores, temperature)
         ood_scores = ood_score(feats, input_thumbnails(ds), ood) if ood else None
@@ -153,6 +160,11 @@ class Predictor:
         k = max(1, min(int(top_k), len(names)))
         x_all = torch.stack([ds[j][0] for j in range(len(ds))])
         votes = mc_dropout_votes(self.model, x_all, mc_passes, seed, temperature) if mc_passes > 0 else None
+        matches = None
+        if self.gallery is not None:
+            from genediag.faces.matching import nearest_neighbour_matches
+
+            matches = nearest_neighbour_matches(feats, self.gallery, k)
         for j, i in enumerate(good):
             p = probs[j]
             order = np.argsort(-p, kind="stable")
@@ -163,6 +175,8 @@ class Predictor:
                 "ranked": [{"class": names[c], "probability": round(float(p[c]), 6)} for c in order[:k]],
                 "mc_dropout": None, "ood_score": None if ood_scores is None else round(float(ood_scores[j]), 4),
             }
+            if matches is not None:
+                res["nearest_neighbour"] = matches[j]
             why = list(reasons[i])
             problem = input_problem(ds[j][0])
             if problem:
@@ -200,7 +214,15 @@ def load_predictor(checkpoint: str | Path, device: str = "cpu", runtime: str = "
         from genediag.models.export import OnnxClassifier
 
         runner = OnnxClassifier(onnx_path)
-    return Predictor(model, meta, checkpoint, dropout_modules(model), runner=runner)
+    gallery = None
+    gallery_path = checkpoint.with_name("gallery.npz")
+    if gallery_path.is_file():
+        from genediag.faces.matching import load_gallery
+
+        gallery = load_gallery(gallery_path)   # plain arrays: np.load(allow_pickle=False)
+        if gallery["features"].ndim != 2 or len(gallery["features"]) != len(gallery["label"]):
+            raise ValueError(f"{gallery_path}: not a gallery (features N×D and N labels)")
+    return Predictor(model, meta, checkpoint, dropout_modules(model), runner=runner, gallery=gallery)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -222,6 +244,11 @@ def format_result(res: dict[str, Any]) -> str:
         lines.append("  MC dropout: n/a (the model has no dropout layers, or --mc-passes 0)")
     if res.get("ood_score") is not None:
         lines.append(f"  out-of-distribution score: {res['ood_score']:.4g}")
+    nn_ = res.get("nearest_neighbour")
+    if nn_:
+        lines.append(f"  nearest neighbours ({nn_['gallery_photos']} gallery photos, cosine similarity):")
+        lines += [f"  {r:>4}  {c['class']:<14} {c['similarity']:.4f}  nearest: {c['nearest_photo']}"
+                  for r, c in enumerate(nn_["ranked"], 1)]
     lines.append(f"  refer for review: {flag}")
     return "\n".join(lines)
 

@@ -454,6 +454,32 @@ FACE_RUN = Map({**RUN.fields,
                  "init": Nullable(Str(), doc="(stage 2) the stage-1 run whose weights start this one")})
 
 
+REALIGN = Map({
+    "source": Str(doc="an ingested face dataset (a datasets entry)"),
+    "photos": Str(doc="the source's photo folder (read again; a dependency of the stage)"),
+    "template": Str(("sphereface", "arcface", "facenet")),
+    "scale": Float(0.1, 4.0, default=1.0),
+    "border": Nullable(Str(("constant", "replicate", "reflect")), doc="null: the source's"),
+})
+FACENET = Map({
+    "identities": Str(doc="the identity dataset aligned for FaceNet (faces.align.template: facenet)"),
+    "syndromes": Str(doc="the syndrome dataset aligned for FaceNet: the FaceNet-init runs (faces.heads) learn from it"),
+    "batch_size": Int(1, default=32, doc="photos per forward pass of the embedding cache"),
+})
+MATCHING = Map({
+    "method": Str(("nearest_neighbour",), default="nearest_neighbour"),
+    "top_k": List(Int(1), min_len=1, default=[1, 5, 10]),
+    "gallery_splits": List(Str(("train", "val")), min_len=1, default=["train", "val"],
+                           doc="whose photos form the gallery (test photos are the queries)"),
+    "leave_out": Map({
+        "syndromes": List(Str(), default=[], doc="held out of the embedding model's training (its classes must "
+                                                 "not include them; a run trained on them gets no leave-out figure)"),
+        "gallery_people": Int(1, default=3, doc="people per held-out syndrome in the gallery, one photo each"),
+        "seed": SEED,
+    }),
+})
+
+
 def resolve_run(branch: str, run: str, section: Mapping[str, Any], where: str = "params.yaml",
                 runs_key: str = "runs", spec: Map = RUN) -> dict[str, Any]:
     """A run of a branch (``<branch>.<runs_key>.<run>``) merged over its family (``<branch>.families.<family>``)."""
@@ -569,6 +595,9 @@ REPORTS = Map({
     "chromosomes": Map({"tasks": List(Str(), default=[])}),
     "karyograms": Map({"runs": List(Str(), default=[])}),
     "faces": Map({"pretrain": List(Str(), default=[]), "finetune": List(Str(), default=[]),
-                  "embedding_runs": Dict(Str(), default={})}),
+                  "heads": List(Str(), default=[]), "facenet": Nullable(Str(), default=None),
+                  "presets": List(Str(), default=[]),
+                  "matching": List(Str(), default=[]), "embedding_runs": Dict(Str(), default={}),
+                  "paired": List(List(Str(), length=2), default=[])}),
     "html": Map({"title": Str(default="genediag results"), "embed_images": Bool(default=False)}),
 })

@@ -112,6 +112,13 @@ def test_face_photos_end_to_end(repo, tmp_path, monkeypatch, capsys):
     assert sum(c["probability"] for c in face["ranked"]) <= 1.0 + 1e-6
     assert no_face["predicted"] is None and no_face["refer_for_review"]
     assert any("no face" in r for r in no_face["refer_reasons"])
+    # the run's gallery (models/<run>/gallery.npz, written by its evaluation): syndromes by nearest gallery photo
+    assert doc["model"]["gallery"]["method"] == "nearest_neighbour" and doc["model"]["gallery"]["photos"] > 0
+    nn_ = face["nearest_neighbour"]
+    sims = [c["similarity"] for c in nn_["ranked"]]
+    assert len(sims) == 3 and sims == sorted(sims, reverse=True) and nn_["ranked"][0]["class"] in classes
+    assert all(-1.0 <= v <= 1.0 + 1e-6 for v in sims) and nn_["centroid_ranked"]
+    assert "nearest_neighbour" not in no_face
     assert pair["predicted"] in classes and pair["refer_for_review"]
     assert any("comparable faces" in r for r in pair["refer_reasons"])
 

