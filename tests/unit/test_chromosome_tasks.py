@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from genediag.config import ConfigError
 from genediag.data.datasets import cap_per_class as cap_train_per_class
-from genediag.evaluation.benchmark import benchmark_inputs, time_inference
+from genediag.evaluation.benchmark import benchmark_inputs, goals, resolve_threads, usable_cpus
+from genediag.models.export import latency_ms
 from genediag.reports.chromosome_family import (
     accuracy_quartiles,
     best_counts,
@@ -80,9 +81,7 @@ def test_weighted_cross_entropy():
         create_loss({"name": "cross_entropy", "weight": "balanced"})
 
 
-def test_time_inference_and_inputs():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-
+def test_benchmark_inputs_latency_and_goals():
     class DS:
         def __len__(self):
             return 3
@@ -92,10 +91,18 @@ def test_time_inference_and_inputs():
 
     x = benchmark_inputs(DS(), 7)
     assert x.shape == (7, 1, 4, 4) and [int(v) for v in x[:, 0, 0, 0]] == [0, 1, 2, 0, 1, 2, 0]
-    t = time_inference(model, x, batch_size=4, warmup=2)
-    assert t["samples"] == 7 and t["batch_size"] == 4
-    assert t["single_seconds"] > 0 and t["batched_seconds"] > 0
-    assert t["single_ms_median"] <= t["single_ms_p90"]
+    x2, y = benchmark_inputs(DS(), 5, labels=True)
+    assert torch.equal(x2, x[:5]) and y.tolist() == [0, 1, 2, 0, 1]
+    # nearest-rank p90 and the median of an even count, in ms
+    assert latency_ms([0.004, 0.001, 0.002, 0.003]) == {"single_ms_median": 2.5, "single_ms_p90": 4.0}
+    assert latency_ms([0.001] * 9 + [0.1]) == {"single_ms_median": 1.0, "single_ms_p90": 1.0}
+    assert resolve_threads(0) == usable_cpus() and resolve_threads(1) == 1
+    g = goals({"speedup_single": 3.2, "seconds_per_1000_single": 1.0, "seconds_per_1000_batched": 1.1,
+               "eager_seconds_per_1000_single": 3.2, "eager_seconds_per_1000_batched": 2.0, "accuracy_delta": -0.01})
+    assert list(g.values()) == [True, False, True, False]
+    assert goals({"speedup_single": 1.0, "seconds_per_1000_single": 1.0, "seconds_per_1000_batched": 1.0,
+                  "eager_seconds_per_1000_single": 1.0, "eager_seconds_per_1000_batched": 1.0,
+                  "accuracy_delta": None})["|accuracy_delta| ≤ 0.005"] is None
     with pytest.raises(ConfigError, match=r"benchmark\.<run>\.samples: expected an integer >= 1"):
         resolve_benchmark_config({"samples": 0})
     with pytest.raises(ConfigError, match="unknown key"):
@@ -161,7 +168,7 @@ def binary_run(tmp_path_factory):
     metrics = evaluate_run(root / "models" / run, data, split_csv, root / "metrics" / "chromosomes" / f"{run}.json",
                            root / "plots" / "chromosomes", root / "evaluation" / "chromosomes" / run, EVIDENCE)
     bench = benchmark_run(root / "models" / run, data, split_csv, root / "benchmarks" / "inference" / f"{run}.json",
-                          {"samples": 20, "batch_size": 8, "warmup": 1})
+                          {"samples": 20, "batch_size": 8, "warmup": 1, "threads": 1})
     return root, info, metrics, bench
 
 
@@ -197,6 +204,19 @@ def test_benchmark_file_is_outside_metrics(binary_run):
     assert saved["samples"] == 20 and saved["seconds_per_1000_single"] > 0 and saved == bench
     assert (saved["task"], saved["model"], saved["run"]) == ("binary-der22", "dcnn", "binary-der22-dcnn")
     assert saved["machine"]["torch_threads"] >= 1 and saved["input"] == [1, 32, 32]
+    # eager torch and the deployed path (ONNX Runtime on model.onnx) in the same process, with the same threads
+    for key in ("eager_seconds_per_1000_single", "eager_seconds_per_1000_batched", "seconds_per_1000_single",
+                "seconds_per_1000_batched", "single_ms_median", "eager_single_ms_median"):
+        assert saved[key] > 0, key
+    assert saved["threads"] == 1 and saved["batch_size"] == 8
+    assert saved["speedup_single"] == pytest.approx(
+        saved["eager_seconds_per_1000_single"] / saved["seconds_per_1000_single"], rel=0.01)
+    # the trained model served by ONNX Runtime predicts what torch predicts; accuracy on the distinct test items
+    assert saved["argmax_agreement"] == 1.0 and saved["accuracy_delta"] == 0.0
+    assert saved["compared_samples"] <= 20 and 0.0 <= saved["accuracy_eager"] <= 1.0
+    assert saved["max_abs_score_diff"] < 1e-3
+    assert len(saved["loadavg_before"]) == 3 and "load_average_1min" in saved["machine"]
+    assert set(saved["goals"]) >= {"deployed batched not slower than one at a time"}
     metrics = json.loads((root / "metrics" / "chromosomes" / "binary-der22-dcnn.json").read_text())
     assert not any("seconds" in k for k in metrics)
 
@@ -216,3 +236,28 @@ def test_report_has_the_binary_table(binary_run):
     assert "| der22 vs 22 | Pinnacle DCNN |" in text
     assert "Inference time (s / 1000 samples" in text and "fill from the paper" in text
     assert (root / "reports" / "figures" / "confusion_binary-der22_dcnn.png").is_file()
+
+
+def test_inference_section_shows_eager_deployed_and_the_reference(tmp_path):
+    from genediag.reports.chromosome_family import inference_section, load_references
+
+    bench = {"task": "chromosomes24", "model": "dcnn", "parameters": 1.1e6, "input": [1, 64, 64], "threads": 2,
+             "eager_seconds_per_1000_single": 3.0, "seconds_per_1000_single": 0.75, "speedup_single": 4.0,
+             "eager_seconds_per_1000_batched": 1.5, "seconds_per_1000_batched": 0.5, "batch_size": 32,
+             "accuracy_delta": -0.001, "loadavg_before": [0.5, 0.4, 0.3], "loadavg_after": [0.9, 0.5, 0.3],
+             "machine": {"cpu": "X", "usable_cpus": 2}}
+    ref = {**bench, "task": "reference", "model": "mobilenetv2_100", "beside": ["chromosomes24"],
+           "weights_short": "random weights", "input": [3, 224, 224], "accuracy_delta": None,
+           "published_seconds_per_1000_single": 8.6, "published_note": "8.6 s on a GPU"}
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    (tmp_path / "dcnn.json").write_text(json.dumps(bench))
+    refs = load_references(tmp_path, "chromosomes24")
+    assert [r["model"] for r in refs] == ["mobilenetv2_100"] and load_references(tmp_path, "chromosomes32") == []
+    text = "\n".join(inference_section("chromosomes24", [{"model": "dcnn"}, {"model": "resnet50"}],
+                                       {"dcnn": bench}, refs))
+    dcnn = next(line for line in text.splitlines() if "(`dcnn`)" in line)
+    assert "| 3.00 | 0.75 | 4.0× | 1.50 / 0.50 (batch 32) | -0.10 | 0.50 → 0.90 |" in dcnn
+    assert "not measured" in next(line for line in text.splitlines() if "resnet50" in line)
+    mob = next(line for line in text.splitlines() if line.startswith("| reference: MobileNetV2"))
+    assert "random weights" in mob and "3×224×224" in mob and mob.rstrip(" |").endswith("8.6")
+    assert "Reference row: 8.6 s on a GPU" in text

@@ -417,8 +417,20 @@ def _per_1000(seconds: float, n: int) -> float:
     return round(seconds * 1000.0 / n, 4)
 
 
+def latency_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """Median and 90th percentile (nearest rank) of per-call times given in seconds, in milliseconds."""
+    ms = sorted(float(v) * 1000.0 for v in seconds)
+    if not ms:
+        raise ValueError("no latencies")
+    n = len(ms)
+    mid = n // 2
+    median = ms[mid] if n % 2 else (ms[mid - 1] + ms[mid]) / 2
+    return {"single_ms_median": round(median, 4), "single_ms_p90": round(ms[min(n - 1, math.ceil(0.9 * n) - 1)], 4)}
+
+
 def time_onnx(clf: OnnxClassifier, inputs: np.ndarray, batch_size: int = 64, warmup: int = 10) -> dict[str, float]:
-    """ONNX Runtime seconds per 1000 samples, one at a time (N runs of batch 1) and in batches of `batch_size`."""
+    """ONNX Runtime seconds per 1000 samples, one at a time (N runs of batch 1) and in batches of `batch_size`,
+    and the median / 90th-percentile time of one call of batch 1 (ms)."""
     x = np.ascontiguousarray(inputs, dtype=np.float32)
     n = len(x)
     if n == 0:
@@ -427,20 +439,25 @@ def time_onnx(clf: OnnxClassifier, inputs: np.ndarray, batch_size: int = 64, war
         clf.scores(x[i:i + 1])
     if warmup:
         clf.scores(x[:min(batch_size, n)])
+    lat = []
     t0 = time.perf_counter()
     for i in range(n):
+        s = time.perf_counter()
         clf.scores(x[i:i + 1])
+        lat.append(time.perf_counter() - s)
     single = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(0, n, batch_size):
         clf.scores(x[i:i + batch_size])
     batched = time.perf_counter() - t0
-    return {"seconds_per_1000_single": _per_1000(single, n), "seconds_per_1000_batched": _per_1000(batched, n)}
+    return {"seconds_per_1000_single": _per_1000(single, n), "seconds_per_1000_batched": _per_1000(batched, n),
+            **latency_ms(lat)}
 
 
 def time_eager(model: nn.Module, inputs: torch.Tensor, batch_size: int = 64, warmup: int = 10) -> dict[str, float]:
     """Eager torch (CPU, eval, inference mode; the model followed by its class scores) seconds per 1000 samples,
-    one at a time and in batches of `batch_size`."""
+    one at a time and in batches of `batch_size`, and the median / 90th-percentile time of one call of batch 1
+    (``eager_single_ms_median``, ``eager_single_ms_p90``)."""
     net = ScoresModel(_cpu_eval_copy(model)).eval()
     x = inputs.detach().cpu().float().contiguous()
     n = len(x)
@@ -451,16 +468,20 @@ def time_eager(model: nn.Module, inputs: torch.Tensor, batch_size: int = 64, war
             net(x[i:i + 1])
         if warmup:
             net(x[:min(batch_size, n)])
+        lat = []
         t0 = time.perf_counter()
         for i in range(n):
+            s = time.perf_counter()
             net(x[i:i + 1])
+            lat.append(time.perf_counter() - s)
         single = time.perf_counter() - t0
         t0 = time.perf_counter()
         for i in range(0, n, batch_size):
             net(x[i:i + batch_size])
         batched = time.perf_counter() - t0
     return {"eager_seconds_per_1000_single": _per_1000(single, n),
-            "eager_seconds_per_1000_batched": _per_1000(batched, n)}
+            "eager_seconds_per_1000_batched": _per_1000(batched, n),
+            **{f"eager_{k}": v for k, v in latency_ms(lat).items()}}
 
 
 def compare_runtimes(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor, batch_size: int = 64,
@@ -488,4 +509,34 @@ def compare_runtimes(model: nn.Module, onnx_path: str | Path, inputs: torch.Tens
         if ort["seconds_per_1000_single"] > 0 else math.inf
     out["speedup_batched"] = round(eager["eager_seconds_per_1000_batched"] / ort["seconds_per_1000_batched"], 2) \
         if ort["seconds_per_1000_batched"] > 0 else math.inf
+    return out
+
+
+def compare_predictions(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor,
+                        labels: Sequence[int] | np.ndarray | None = None, threads: int = 1,
+                        batch_size: int = 256) -> dict[str, Any]:
+    """What changes when `model` is served by ONNX Runtime instead of eager torch, on `inputs` (N×C×H×W): the
+    share of samples whose predicted class (argmax) agrees, the largest |score difference|, and with `labels`
+    (N class indices) both accuracies and ``accuracy_delta`` = deployed − eager (a fraction; ×100 for points).
+    Without labels the accuracies are None."""
+    if len(inputs) == 0:
+        raise ValueError("compare_predictions: no inputs")
+    ref = _torch_scores(model, inputs, batch_size)
+    clf = OnnxClassifier(onnx_path, threads=threads)
+    x = inputs.detach().cpu().float().numpy()
+    got = np.concatenate([clf.scores(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    pe, po = ref.argmax(1), got.argmax(1)
+    out: dict[str, Any] = {
+        "compared_samples": int(len(x)),
+        "argmax_agreement": round(float((pe == po).mean()), 6),
+        "max_abs_score_diff": float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()),
+        "accuracy_eager": None, "accuracy_deployed": None, "accuracy_delta": None,
+    }
+    if labels is not None:
+        y = np.asarray(labels).reshape(-1)
+        if len(y) != len(x):
+            raise ValueError(f"compare_predictions: {len(y)} labels for {len(x)} inputs")
+        acc_e, acc_o = float((pe == y).mean()), float((po == y).mean())
+        out.update(accuracy_eager=round(acc_e, 6), accuracy_deployed=round(acc_o, 6),
+                   accuracy_delta=round(acc_o - acc_e, 6))
     return out

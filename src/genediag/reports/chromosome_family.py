@@ -132,33 +132,72 @@ def load_benchmarks(benchmarks_dir: str | Path, task: str) -> dict[str, dict[str
     return {b["model"]: b for b in found if b.get("task") == task}
 
 
+def load_references(benchmarks_dir: str | Path, task: str) -> list[dict[str, Any]]:
+    """Reference benchmarks (``"task": "reference"``, e.g. MobileNetV2 at 224 px with random weights, written by
+    benchmarks/onnx_inference.py) that are meant to be shown beside `task`'s rows (their ``"beside"`` list)."""
+    folder = Path(benchmarks_dir)
+    found = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [b for b in found if b.get("task") == "reference" and task in b.get("beside", [])]
+
+
 def _machine(bench: dict[str, Any]) -> str:
     m = bench.get("machine", {})
-    parts = [m.get("cpu", "?"), f"{m.get('usable_cpus', '?')} usable CPUs", f"{m.get('torch_threads', '?')} torch "
-             f"thread(s)", f"torch {m.get('torch', '?')}", f"device {m.get('device', '?')}", m.get("platform", "")]
+    parts = [m.get("cpu", "?"), f"{m.get('usable_cpus', '?')} usable CPUs", f"torch {m.get('torch', '?')}",
+             f"onnxruntime {m.get('onnxruntime', '?')}", m.get("platform", "")]
     return ", ".join(str(p) for p in parts if p)
 
 
-def inference_section(task: str, results: list[dict[str, Any]], benchmarks: dict[str, dict[str, Any]]) -> list[str]:
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _load(b: dict[str, Any]) -> str:
+    before, after = b.get("loadavg_before"), b.get("loadavg_after")
+    if before and after:
+        return f"{before[0]:.2f} → {after[0]:.2f}"
+    load = b.get("machine", {}).get("load_average_1min")
+    return "—" if load is None else str(load)
+
+
+def _bench_row(name: str, b: dict[str, Any], published_value: Any) -> list[Any]:
+    delta = b.get("accuracy_delta")
+    return [name, f"{b['parameters'] / 1e6:.2f} M", "×".join(map(str, b["input"])), b.get("threads", "?"),
+            _fmt(b.get("eager_seconds_per_1000_single")), _fmt(b["seconds_per_1000_single"]),
+            f"{b['speedup_single']:.1f}×" if b.get("speedup_single") else "—",
+            f"{_fmt(b.get('eager_seconds_per_1000_batched'))} / {_fmt(b['seconds_per_1000_batched'])} "
+            f"(batch {b['batch_size']})",
+            "—" if delta is None else f"{100 * delta:+.2f}", _load(b), published_value]
+
+
+def inference_section(task: str, results: list[dict[str, Any]], benchmarks: dict[str, dict[str, Any]],
+                      references: Sequence[dict[str, Any]] = ()) -> list[str]:
     lines = [f"### {task}: inference time", "",
-             "ChromosomeNet's InferenceTime: seconds to predict 1000 samples one at a time (batch 1, model forward "
-             "only; images preloaded), and the same samples batched. Measured by the `benchmark` stage into "
+             "ChromosomeNet's InferenceTime: seconds to predict 1000 samples one at a time (batch 1, model only; "
+             "images preloaded), and the same samples batched, for eager PyTorch (`model.pt`) and the deployed path "
+             "(`model.onnx` in ONNX Runtime, what `evaluate` and `predict` run), measured in one process with the "
+             "same thread count. Speed-up = eager ÷ deployed, one at a time. Accuracy Δ = deployed − eager on the "
+             "benchmarked test samples, in points. Measured by the `benchmark` stage into "
              "`benchmarks/inference/<run>.json` (not `metrics/`: timings depend on the machine and its load).", ""]
     rows, machines = [], []
     for r in results:
         b = benchmarks.get(r["model"])
-        if b is None:
-            rows.append([display_name(r["model"]), "not measured (list the run under `benchmark:`)", "", "", "", "",
-                         "", published(task, r["model"], "seconds_per_1000_single")])
+        if b is None or "eager_seconds_per_1000_single" not in b:
+            rows.append([display_name(r["model"]), "not measured (list the run under `chromosomes.benchmark`)", "",
+                         "", "", "", "", "", "", "", published(task, r["model"], "seconds_per_1000_single")])
             continue
-        load = b.get("machine", {}).get("load_average_1min")
-        rows.append([display_name(r["model"]), f"{b['parameters'] / 1e6:.2f} M", "×".join(map(str, b["input"])),
-                     f"{b['seconds_per_1000_single']:.2f}", f"{b['single_ms_median']:.2f}",
-                     f"{b['seconds_per_1000_batched']:.2f} (batch {b['batch_size']})", "—" if load is None else load,
-                     published(task, r["model"], "seconds_per_1000_single")])
+        rows.append(_bench_row(display_name(r["model"]), b, published(task, r["model"], "seconds_per_1000_single")))
         machines.append(_machine(b))
-    lines += [table(["Model", "Parameters", "Input", "s / 1000 one at a time", "median ms / sample",
-                     "s / 1000 batched", "Load at start (1 min)", "Published s / 1000 (their hardware)"], rows), ""]
+    for b in references:
+        rows.append(_bench_row(f"reference: {display_name(b['model'])}, {b.get('weights_short', b.get('weights'))}",
+                               b, _fmt(b.get("published_seconds_per_1000_single"), "g")))
+        machines.append(_machine(b))
+    lines += [table(["Model", "Parameters", "Input", "Threads", "Eager s / 1000 one at a time",
+                     "Deployed s / 1000 one at a time", "Speed-up", "Batched s / 1000 eager / deployed",
+                     "Accuracy Δ (points)", "Load 1 min (before → after)", "Published s / 1000 (their hardware)"],
+                    rows), ""]
+    for b in references:
+        if b.get("published_note"):
+            lines += [f"Reference row: {b['published_note']}", ""]
     for m in sorted(set(machines)):
         lines += [f"Machine: {m}. Timings vary with what else runs on it (see the load column).", ""]
     return lines
@@ -229,7 +268,8 @@ def with_ci(result: dict[str, Any], key: str) -> str:
 
 def multiclass_section(task: str, results: list[dict[str, Any]], tag: str, plots_dir: Path, figures_dir: Path,
                        benchmarks: dict[str, dict[str, Any]], rel,
-                       evaluation_dir: str | Path = "evaluation/chromosomes") -> list[str]:
+                       evaluation_dir: str | Path = "evaluation/chromosomes",
+                       references: Sequence[dict[str, Any]] = ()) -> list[str]:
     lines = [f"## {task}: test-set metrics{tag}", "",
              "Macro averages over classes (ChromosomeNet eqs. 1–9). Specificity is TN/(TN+FP) per class "
              "(ChromosomeNet's paper prints TN/(TP+TN), which is not specificity).", ""]
@@ -265,7 +305,7 @@ def multiclass_section(task: str, results: list[dict[str, Any]], tag: str, plots
     fig = boxplot_figure({m: [v for v in acc.values() if not np.isnan(v)] for m, acc in per_model.items()},
                          figures_dir / f"boxplot_{task}.png", f"{task}: per-class accuracy{tag}")
     lines += [f"![Per-class accuracy box plot {task}{tag}]({rel(fig)})", ""]
-    lines += inference_section(task, results, benchmarks)
+    lines += inference_section(task, results, benchmarks, references)
     lines += _confusions(task, results, plots_dir, figures_dir, tag, rel)
     return lines
 
@@ -297,8 +337,9 @@ def binary_section(tasks: list[tuple[str, list[dict[str, Any]]]], tag: str, plot
                 curves[f"{pos} vs {neg}"] = (pts, auc)
             b = load_benchmarks(benchmarks_dir, task).get(r["model"])
             if b is not None:
-                bench_rows.append([f"{pos} vs {neg}", f"{b['seconds_per_1000_single']:.2f}",
-                                   f"{b['seconds_per_1000_batched']:.2f} (batch {b['batch_size']})"])
+                bench_rows.append([f"{pos} vs {neg}", _fmt(b.get("eager_seconds_per_1000_single")),
+                                   f"{b['seconds_per_1000_single']:.2f}",
+                                   f"{b['seconds_per_1000_batched']:.2f} (batch {b['batch_size']})", _load(b)])
     lines += [table(["Task", "Model", "Test items (abnormal / normal)", "Accuracy [95 % CI]", "Sensitivity [95 % CI]",
                      "Specificity", "Precision [95 % CI]", "F1", "AUC [95 % CI]", "Published accuracy"], rows), "",
               "Intervals: bootstrap over test patients; with a handful of abnormal test crops per task, sensitivity "
@@ -309,7 +350,9 @@ def binary_section(tasks: list[tuple[str, list[dict[str, Any]]]], tag: str, plot
     else:
         lines += ["No ROC data yet (`plots/chromosomes/roc/<run>.csv`).", ""]
     if bench_rows:
-        lines += ["Inference time (s / 1000 samples):", "", table(["Task", "One at a time", "Batched"], bench_rows), ""]
+        lines += ["Inference time (s / 1000 samples):", "",
+                  table(["Task", "Eager one at a time", "Deployed one at a time", "Deployed batched",
+                         "Load 1 min (before → after)"], bench_rows), ""]
     else:
         lines += ["Inference time: not measured for the binary runs (list a run under `chromosomes.benchmark` in "
                   "params.yaml to time it).", ""]
@@ -351,7 +394,8 @@ def task_sections(tasks: Sequence[str], synthetic: bool, out_md: str | Path,
             binary.append((task, results))
             continue
         lines += multiclass_section(task, results, tag, plots_dir, figures_dir,
-                                    load_benchmarks(benchmarks_dir, task), rel, evaluation_dir)
+                                    load_benchmarks(benchmarks_dir, task), rel, evaluation_dir,
+                                    load_references(benchmarks_dir, task))
     if binary:
         lines += binary_section(binary, tag, plots_dir, figures_dir, Path(benchmarks_dir), rel)
     if lines:
