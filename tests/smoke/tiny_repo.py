@@ -30,6 +30,7 @@ OUTPUT_PREFIXES = ("metrics/", "plots/", "reports/", "benchmarks/", "hpsearch/",
 UNTRACKED_CODE = ("src/genediag/", "stages/", "presets/", "review/")
 
 _BASE: tuple[Path, dict[str, str]] | None = None
+_BASE_ERROR: str | None = None   # a failed build is reported to every later caller, not retried (minutes each)
 
 
 def tiny_params() -> dict:
@@ -146,9 +147,15 @@ def build_tiny_repo(dest: Path, params: dict | None = None, repro: bool = True) 
 
 def tiny_repo(tmp_path_factory, name: str) -> tuple[Path, dict[str, str]]:
     """A private copy (git history, DVC cache and workspace) of the session's reproduced tiny repository."""
-    global _BASE
+    global _BASE, _BASE_ERROR
+    if _BASE_ERROR is not None:
+        raise AssertionError(f"the session's tiny repository failed to build (see the first error): {_BASE_ERROR}")
     if _BASE is None:
-        _BASE = build_tiny_repo(tmp_path_factory.mktemp("tiny-base"))
+        try:
+            _BASE = build_tiny_repo(tmp_path_factory.mktemp("tiny-base"))
+        except Exception as exc:
+            _BASE_ERROR = str(exc)[-1500:]
+            raise
     base = _BASE[0]
     dest = tmp_path_factory.mktemp(name) / "repo"
 
