@@ -29,6 +29,11 @@ def test_repro_produces_metrics_report_and_is_idempotent(tiny_repo):
     assert "Data and pipelines are up to date" in second.stdout + second.stderr
     shown = run([str(BIN / "dvc"), "metrics", "show", "--json"], dest, env)
     assert shown.returncode == 0 and METRICS in shown.stdout
+    # a run scored on another dataset (cross_evaluation): the identity model verifying the syndrome photos' people
+    cross = json.loads((dest / "metrics" / "cross" / "identity-seresnet64-on-syndromes.json").read_text())
+    assert (cross["trained_on"], cross["evaluated_on"]) == ("faces_identities", "faces_syndromes")
+    lo, hi = cross["ci95"]["verification_accuracy"]
+    assert lo <= cross["verification_accuracy"] <= hi and cross["synthetic"] is True
     page = (dest / "reports" / "index.html").read_text()
     assert "id='summary'" in page and page.index("id='summary'") < page.index("id='figures'")
 

@@ -62,6 +62,13 @@ def cross_evaluate(name: str, cfg: dict[str, Any], run_dir: str | Path, dataset_
         run_dir / "model.pt").get("dataset"), "evaluated_on": summary.get("dataset"),
         "synthetic": bool(summary.get("synthetic")) and bool(result.get("synthetic", True))})
     gio.write_json(metrics_path, result)
+    # the evaluation folder: predictions for a classifier (evaluate_run writes them); for both protocols what was
+    # scored on what, so the folder exists and says where its figures came from
+    Path(eval_dir).mkdir(parents=True, exist_ok=True)
+    gio.write_json(Path(eval_dir) / "provenance.json", {
+        "cross": name, "protocol": cfg["protocol"], "run": run_dir.name, "trained_on": result["trained_on"],
+        "evaluated_on": result["evaluated_on"], "split": str(split_csv), "metrics": str(metrics_path),
+        "synthetic": result["synthetic"]})
     log.info("cross_evaluation.%s: run %s (trained on %s) on %s: %s", name, run_dir.name, result["trained_on"],
              result["evaluated_on"], {k: result.get(k) for k in ("accuracy", "verification_accuracy")
                                       if result.get(k) is not None})
