@@ -72,8 +72,11 @@ def tiny_params() -> dict:
                     max_patches={"train": 64, "val": 64}, crop_size=32, fit={**base["fit"], "batch_size": 16})
     # two runs: the VGG16 base's frozen run (hpsearch@, mc_dropout@ use it) and an InceptionV3 one (TensorFlow
     # pooling, trainable last block, two seeds in worker processes); the other five differ only in params
+    # (the InceptionV3 runs are a preset's, presets/karyograms_variants.yaml: added here as it defines it)
     keep_kg = ("karyograms-vgg16-frozen", "karyograms-inceptionv3-lastblock")
     kg["runs"] = {k: v for k, v in kg["runs"].items() if k in keep_kg}
+    kg["runs"]["karyograms-inceptionv3-lastblock"] = {"family": "inceptionv3", "model": "inceptionv3-lastblock",
+                                                      "arch": {"trainable": "last_block"}, "fit": {"epochs": 2}}
     params["reports"]["karyograms"]["runs"] = list(keep_kg)
     for search in kg["hpsearch"].values():
         search.update(trials=2, epochs=1)

@@ -182,8 +182,14 @@ def test_paper_preset_applies_to_the_real_params(tmp_path):
 def test_thesis_preset_sets_every_karyogram_run(tmp_path):
     original, merged = _apply(tmp_path, "karyograms_thesis.yaml")
     runs = _runs(merged, "karyograms")
-    assert set(runs) == set(original["karyograms"]["runs"])
+    # the thesis' seven variants: the default's two plus presets/karyograms_variants.yaml's five, defined the same way
+    (tmp_path / "variants").mkdir()
+    variants = _runs(_apply(tmp_path / "variants", "karyograms_variants.yaml")[1], "karyograms")
+    assert set(runs) == set(variants) and len(runs) == 7 and set(original["karyograms"]["runs"]) < set(runs)
     for run, c in runs.items():
+        assert (c["family"], c["model"], c["arch"]["trainable"], c["cache_features"]) == (
+            variants[run]["family"], variants[run]["model"], variants[run]["arch"]["trainable"],
+            variants[run]["cache_features"]), run
         assert c["input_size"] == 416 and not c["invert"] and c["fit"]["epochs"] == 100, run
         assert c["fit"]["optimizer"]["lr"] == pytest.approx(1e-4) and c["fit"]["early_stopping"]["patience"] == 10
         assert c["arch"]["pretrained"] == ("weights/vgg16.tv_in1k.pth" if "vgg16" in run
