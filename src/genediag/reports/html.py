@@ -449,7 +449,8 @@ def build_html_report(out_path: str | Path = "reports/index.html", reports_dir: 
 
     nav = "".join(f"<a href='#{sid}'>{html.escape(label)}</a>" for sid, label, _ in sections)
     body = "".join(f"<section class='card' id='{sid}'>{content}</section>" for sid, _, content in sections)
-    synthetic = sorted({str(c.data.get("dataset")) for g in groups for c in g.columns if c.synthetic})
+    synthetic = sorted({str(c.data["dataset"]) for g in groups for c in g.columns
+                        if c.synthetic and c.data.get("dataset")})   # (karyotyping metrics name no dataset)
     subtitle = "Built by the <code>report_html</code> stage from reports/, metrics/, plots/ and evaluation/."
     if synthetic:
         subtitle += (f" <span class='badge synthetic'>synthetic</span> dataset(s) {html.escape(', '.join(synthetic))}"
