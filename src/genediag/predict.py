@@ -73,6 +73,10 @@ def _face_crop(image: np.ndarray, spec: dict[str, Any], state: dict[str, Any]) -
     return align_face(image, det["points"], align["template"], align["scale"], align["border"]), reasons
 
 
+#: decode refusals of a readable image that predict reports as a referral (no class), not as an error
+REFERRED_INPUTS = ("constant image", "non-finite pixel values")
+
+
 def prepare_file(path: Path, spec: dict[str, Any], state: dict[str, Any]) -> tuple[np.ndarray | None, list[str]]:
     """A file in the model's cache representation (what ingest stored for training) and refer reasons from
     preparing it; an unusable file raises :class:`InputImageError`."""
@@ -80,6 +84,8 @@ def prepare_file(path: Path, spec: dict[str, Any], state: dict[str, Any]) -> tup
     try:
         image, _ = load_image(path, cache["mode"], Limits.from_config(cache))
     except DecodeError as exc:
+        if exc.reason.startswith(REFERRED_INPUTS):   # a readable image with nothing to classify: referred, no class
+            return None, [f"input check: {exc.reason}"]
         raise InputImageError(path, f"{exc.reason}; {IMAGE_HINT}") from None
     if spec["kind"] == "face":
         return _face_crop(image, spec, state)

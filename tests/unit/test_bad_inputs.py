@@ -429,3 +429,20 @@ def test_no_unpickling_anywhere_in_the_package():
     offenders = [str(p) for p in src.rglob("*.py") if "weights_only=False" in p.read_text()
                  or "pickle.load(" in p.read_text()]
     assert offenders == []
+
+
+def test_predict_refers_blank_and_non_finite_images_and_errors_on_broken_ones(tmp_path):
+    """A readable image with nothing to classify (constant, NaN/inf) is a referral with the input check as its
+    reason, never a class; a file that is not an image is an error naming it."""
+    from genediag.predict import InputImageError, prepare_file
+
+    spec = {"cache": {"mode": "L", "size": 32, "resize": "pad", "pad_value": 255}, "kind": "chromosome"}
+    Image.fromarray(np.full((40, 20), 255, np.uint8)).save(tmp_path / "blank.png")
+    base = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    _float_tiff(tmp_path / "nan.tif", np.where(base > 0.5, np.nan, base))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    for name, why in (("blank.png", "input check: constant image"), ("nan.tif", "input check: non-finite")):
+        arr, reasons = prepare_file(tmp_path / name, spec, {})
+        assert arr is None and len(reasons) == 1 and reasons[0].startswith(why), (name, reasons)
+    with pytest.raises(InputImageError, match="broken.png"):
+        prepare_file(tmp_path / "broken.png", spec, {})
