@@ -398,6 +398,27 @@ def task_sections(tasks: Sequence[str], synthetic: bool, out_md: str | Path,
                                     load_references(benchmarks_dir, task))
     if binary:
         lines += binary_section(binary, tag, plots_dir, figures_dir, Path(benchmarks_dir), rel)
+    lines += ood_section([r for t in tasks for r in by_task.get(t, [])], tag)
     if lines:
         lines += [f"> {PUBLISHED_NOTE}", ""]
     return lines
+
+
+def ood_section(results: list[dict[str, Any]], tag: str) -> list[str]:
+    """Referral by the input checks and the out-of-distribution detector (``ood`` of each metrics file): the share
+    of in-distribution test crops referred and of probes (noise, blank, natural-image patches) referred."""
+    rows = []
+    for r in results:
+        o = r.get("ood") or {}
+        if o.get("probes_referred_share") is None:
+            continue
+        rows.append([r["task"], display_name(r["model"]), f"{o.get('test_referred_share', 0):.4f}",
+                     f"{o['probes_referred_share']:.3f} of {o.get('probes', '—')}"])
+    if not rows:
+        return []
+    return [f"## Out-of-distribution referral{tag}", "",
+            "Test crops and probe images (uniform and smooth noise, blank, natural-image patches) scored by the "
+            "detector fitted on the training split (features and pixel thumbnails; threshold at the validation "
+            "quantile `ood_quantile`); referred = over the threshold or failing an input check. Goals: probes "
+            "≥ 0.95 referred, in-distribution test crops ≤ 0.05.", "",
+            table(["Task", "Model", "Test crops referred", "Probes referred"], rows), ""]
