@@ -439,8 +439,8 @@ RUN = Map({
     "recalibrate_bn": Bool(default=False),
     "calibrate": Bool(default=True, doc="fit a softmax temperature on the validation split"),
     "seeds": Int(1, 10, default=1, doc="models trained with seeds fit.seed, +1, ...; the first is the headline"),
-    "seed_workers": Int(0, default=0, doc="0: seeds train side by side, one process per core (CPU); 1: one after "
-                                          "the other; N: at most N processes"),
+    "seed_workers": Int(0, default=0, doc="0: seeds train side by side, one process each, up to two per core "
+                                          "(CPU); 1: one after the other; N: at most N processes"),
     "ood_quantile": _share(default=0.99, doc="OOD threshold: this quantile of the validation split's scores"),
     "fit": FIT,
 })

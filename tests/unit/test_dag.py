@@ -87,6 +87,13 @@ def test_every_stage_lists_the_code_it_runs():
     assert not missing, f"stages whose deps miss code they import: {missing}"
 
 
+def test_no_stage_lists_a_dependency_twice():
+    twice = {name: sorted({d for d in stage["deps"] if stage["deps"].count(d) > 1})
+             for name, stage in resolved_stages().items()}
+    twice = {k: v for k, v in twice.items() if v}
+    assert not twice, f"stages listing a dependency more than once: {twice}"
+
+
 def test_only_karyogram_stages_depend_on_the_karyogram_base():
     for name, stage in resolved_stages().items():
         if any(d.startswith("models/bases") for d in stage["deps"]):

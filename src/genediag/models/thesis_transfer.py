@@ -145,9 +145,13 @@ class ThesisTransfer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def mc_split(self):
-        """(deterministic prefix, stochastic suffix): the base has no dropout (checked), only the head repeats."""
-        return self.forward_features, self.forward_head
+    def mc_split(self, split: tuple[nn.Module, nn.Module] | None = None):
+        """(deterministic prefix, stochastic suffix): the base has no dropout (checked), only the head repeats.
+        With `split` (:meth:`cache_split`) the prefix starts from that split's prefix outputs."""
+        if split is None:
+            return self.forward_features, self.forward_head
+        tail = self.base_tail(split)
+        return (lambda z: self.standardize(tail(z))), self.forward_head
 
     def _layers(self) -> list[nn.Module]:
         """The base as an ordered list of layers whose composition is ``base.forward_features``."""

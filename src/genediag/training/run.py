@@ -26,7 +26,6 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from genediag import io as gio
 from genediag.config import ConfigError, seed_everything, write_yaml
@@ -35,7 +34,8 @@ from genediag.data.ingest import ingest_summary
 from genediag.evaluation.uncertainty import fit_temperature
 from genediag.models import create_model
 from genediag.models.checkpoint import checkpoint_dict, save_seed_checkpoints
-from genediag.models.inference import fit_ood, input_thumbnails, scores_and_features, set_ood_thresholds
+from genediag.models.inference import (fit_ood, input_thumbnails, module_digest, prefix_outputs,
+                                      scores_and_features, set_ood_thresholds)
 from genediag.training.trainer import fit, is_main_process
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,9 @@ class FeatureDataset(Dataset):
 
 @torch.no_grad()
 def cached_features(prefix: nn.Module, dataset: Dataset, batch_size: int = 32, desc: str = "features") -> FeatureDataset:
-    """`prefix` applied once to every item of `dataset` (in order), as a dataset of the outputs."""
-    prefix.eval()
-    out = [prefix(x) for x, _ in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc=desc,
-                                       leave=False)]
-    return FeatureDataset(torch.cat(out).contiguous(), dataset.targets)
+    """`prefix` applied once to every item of `dataset` (in order), as a dataset of the outputs. Draws nothing from
+    the global random generator (a DataLoader's iterator would), so computing it once or per seed trains the same."""
+    return FeatureDataset(prefix_outputs(prefix, dataset, batch_size, desc), dataset.targets)
 
 
 def _warmup(model: nn.Module, split, train_ds: Dataset, val_ds: Dataset, cfg: dict[str, Any]) -> None:
@@ -130,16 +128,54 @@ def recalibrate_batchnorm(net: nn.Module, dataset: Dataset, exclude: Sequence[nn
     return len(layers)
 
 
-def train_model(cfg: dict[str, Any], ds: dict[str, Dataset], n_classes: int, in_chans: int, run_dir: Path,
-                live_dir: Path | None, resume_dir: Path | None, init: Callable[[nn.Module], Any] | None = None):
-    """Build, (initialise,) (warm up,) fit and (recalibrate) one model of a resolved run config; returns
-    (model, FitResult). `init` changes the new model before training (e.g. copies a stage-1 model's weights)."""
+def new_model(cfg: dict[str, Any], n_classes: int, in_chans: int,
+              init: Callable[[nn.Module], Any] | None = None) -> nn.Module:
+    """The untrained model of a resolved run config (after `init`, e.g. a stage-1 model's weights copied in)."""
     arch = dict(cfg["arch"])
     model = create_model(arch.pop("name"), num_classes=n_classes, in_chans=in_chans, img_size=cfg["input_size"],
                          **arch)
     if init is not None:
         init(model)
+    return model
+
+
+def shared_prefix_features(cfg: dict[str, Any], images: np.ndarray, table: pd.DataFrame, n_classes: int,
+                           in_chans: int, init: Callable[[nn.Module], Any] | None = None) -> dict[str, Any] | None:
+    """``cache_features``: the frozen prefix's outputs on the (unaugmented) train and validation images, computed
+    once for all of a run's seeds and for their calibration, with the prefix's digest; None when the model has no
+    frozen prefix. A seed whose prefix differs (its digest) computes its own, so sharing never changes a result.
+
+    Before this the prefix ran four times per seed (train and validation for training, both again to calibrate):
+    ~95 % of a frozen-VGG16 karyogram run."""
+    if not cfg["cache_features"]:
+        return None
+    seed = int(cfg["fit"]["seed"])
+    seed_everything(seed)
+    model = new_model(cfg, n_classes, in_chans, init)
+    split = model.cache_split() if hasattr(model, "cache_split") else None
+    if split is None:
+        return None
+    ds = split_datasets(images, table, cfg["input_size"], cfg["invert"], cfg["augment"], seed, splits=("train", "val"))
+    if len(ds["train"]) == 0 or len(ds["val"]) == 0:
+        return None   # train_seed names the empty split
+    log.info("cache_features: the frozen prefix runs once on %d train + %d validation images for %d seed(s)",
+             len(ds["train"]), len(ds["val"]), int(cfg["seeds"]))
+    return {"digest": module_digest(split[0]),
+            "train": cached_features(split[0], without_augmentation(ds["train"]), desc="cache train"),
+            "val": cached_features(split[0], ds["val"], desc="cache val"),
+            "train_augmented": getattr(ds["train"], "augment", None) is not None}
+
+
+def train_model(cfg: dict[str, Any], ds: dict[str, Dataset], n_classes: int, in_chans: int, run_dir: Path,
+                live_dir: Path | None, resume_dir: Path | None, init: Callable[[nn.Module], Any] | None = None,
+                shared: dict[str, Any] | None = None):
+    """Build, (initialise,) (warm up,) fit and (recalibrate) one model of a resolved run config; returns
+    (model, FitResult, cache). `init` changes the new model before training (e.g. copies a stage-1 model's weights);
+    `shared` is :func:`shared_prefix_features`' result; `cache` holds the trained suffix and the prefix's outputs
+    on the unaugmented train and validation images (for :func:`calibrate_model`), or is None without a split."""
+    model = new_model(cfg, n_classes, in_chans, init)
     split = model.cache_split() if cfg["cache_features"] and hasattr(model, "cache_split") else None
+    cache = None
     warm = cfg.get("warmup")
     if warm and not hasattr(model, "head_part"):
         raise ConfigError(f"warmup: arch '{cfg['arch']['name']}' has no separate head to warm up; set warmup: null")
@@ -149,7 +185,17 @@ def train_model(cfg: dict[str, Any], ds: dict[str, Dataset], n_classes: int, in_
         # the frozen prefix runs once per image; the trainer sees its outputs and trains the suffix, whose
         # parameters are the model's own, so the saved model is the whole network
         prefix, suffix = split
-        train_ds, val_ds = (cached_features(prefix, ds[s], desc=f"cache {s}") for s in ("train", "val"))
+        if shared is not None and shared["digest"] != module_digest(prefix):
+            log.info("cache_features: this seed's frozen prefix differs from the shared one; computing its own")
+            shared = None
+        if shared is not None:
+            val_ds = shared["val"]
+            train_ds = (cached_features(prefix, ds["train"], desc="cache train (augmented)")
+                        if shared["train_augmented"] else shared["train"])
+        else:
+            train_ds, val_ds = (cached_features(prefix, ds[s], desc=f"cache {s}") for s in ("train", "val"))
+        augmented = getattr(ds["train"], "augment", None) is not None
+        plain = shared["train"] if shared is not None else (None if augmented else train_ds)
         if hasattr(model, "calibrate"):
             model.calibrate(train_ds.features.split(64), split=split)
         if warm:
@@ -159,6 +205,7 @@ def train_model(cfg: dict[str, Any], ds: dict[str, Dataset], n_classes: int, in_
             n = recalibrate_batchnorm(suffix, train_ds, exclude=getattr(model, "_frozen", ()))
             log.info("recalibrate_bn: running statistics of %d batch-norm layers recomputed on the train split", n)
         model = model.to(memory_format=torch.contiguous_format)
+        cache = {"suffix": suffix.cpu().eval(), "train": plain, "val": val_ds}
     else:
         if hasattr(model, "calibrate"):  # statistics of the base's outputs over (at most 64) training images
             sub = torch.utils.data.Subset(ds["train"], np.linspace(0, len(ds["train"]) - 1, min(64, len(ds["train"])))
@@ -172,18 +219,27 @@ def train_model(cfg: dict[str, Any], ds: dict[str, Dataset], n_classes: int, in_
             n = recalibrate_batchnorm(model, ds["train"], exclude=getattr(model, "_frozen", ()))
             log.info("recalibrate_bn: running statistics of %d batch-norm layers recomputed on the train split", n)
         model = model.to(memory_format=torch.contiguous_format)
-    return model.cpu().eval(), result
+    return model.cpu().eval(), result, cache
 
 
-def calibrate_model(model: nn.Module, ds: dict[str, Dataset], cfg: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-    """(softmax temperature fitted on validation, OOD detectors fitted on train with thresholds on validation)."""
+def calibrate_model(model: nn.Module, ds: dict[str, Dataset], cfg: dict[str, Any],
+                    cache: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
+    """(softmax temperature fitted on validation, OOD detectors fitted on train with thresholds on validation).
+    With `cache` (:func:`train_model`'s) the scores and features come from the trained suffix on the prefix's
+    cached outputs (the same network, without running the frozen prefix again)."""
     bs = int(cfg["fit"]["eval_batch_size"])
-    val_scores, val_feats = scores_and_features(model, ds["val"], bs, features=True)
+    if cache is not None:
+        val_scores, val_feats = scores_and_features(cache["suffix"], cache["val"], bs, features=True)
+    else:
+        val_scores, val_feats = scores_and_features(model, ds["val"], bs, features=True)
     temperature = 1.0
     if cfg["calibrate"] and len(ds["val"]) >= 2:
         temperature = round(float(fit_temperature(val_scores, ds["val"].targets)), 6)
     train = without_augmentation(ds["train"])
-    _, train_feats = scores_and_features(model, train, bs, features=True)
+    if cache is not None and cache["train"] is not None:
+        _, train_feats = scores_and_features(cache["suffix"], cache["train"], bs, features=True)
+    else:
+        _, train_feats = scores_and_features(model, train, bs, features=True)
     ood = fit_ood(train_feats, train.targets, input_thumbnails(train, bs))
     ood = set_ood_thresholds(ood, val_feats, input_thumbnails(ds["val"], bs), cfg["ood_quantile"])
     log.info("temperature %.3f (validation); OOD thresholds %.3g (features), %.3g (pixels) (%.0f %% of validation "
@@ -231,9 +287,12 @@ def train_run(run: str, cfg: dict[str, Any], dataset_dir: str | Path, split_csv:
 
 
 def seed_workers(cfg: dict[str, Any]) -> tuple[int, int]:
-    """(processes, torch threads each) for a run's seeds: ``seed_workers: 0`` (auto) trains up to one seed per core
-    in parallel on a CPU-only machine (small networks use two cores poorly: two seeds side by side, one thread each,
-    finish sooner than one after the other on two threads); 1 trains them one after the other."""
+    """(processes, torch threads each) for a run's seeds: ``seed_workers: 0`` (auto) trains every seed in its own
+    process on a CPU-only machine, one torch thread each, up to two processes per core (small networks use two cores
+    poorly: seeds side by side, one thread each, finish sooner than one after the other on two threads; and with
+    three seeds on two cores, three processes keep both cores busy where two would leave one idle while the third
+    seed trains alone); 1 trains them one after the other. A seed's result depends on its seed and its thread count
+    only, so the number of processes does not change it."""
     from genediag.config import select_device
     from genediag.training.trainer import distributed_env
 
@@ -241,7 +300,7 @@ def seed_workers(cfg: dict[str, Any]) -> tuple[int, int]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if seeds < 2 or want == 1 or distributed_env()[1] > 1 or select_device(cfg["fit"]["device"]).type != "cpu":
         return 1, 0
-    workers = max(1, min(seeds, cores if want == 0 else want))
+    workers = max(1, min(seeds, 2 * cores if want == 0 else want))
     return (workers, max(1, cores // workers)) if workers > 1 else (1, 0)
 
 
@@ -252,7 +311,8 @@ def _worker_init(threads: int, level: int) -> None:
 
 def train_seed(k: int, run: str, cfg: dict[str, Any], images: np.ndarray, table: pd.DataFrame, names: list[str],
                in_chans: int, out_dir: Path, live_dir: str | Path | None, resume_root: str | Path | None,
-               branch: str, init: Callable[[nn.Module], Any] | None) -> dict[str, Any]:
+               branch: str, init: Callable[[nn.Module], Any] | None,
+               shared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, calibrate and return the model of seed ``fit.seed + k`` (with its fit record and detectors)."""
     seed = int(cfg["fit"]["seed"]) + k
     seed_cfg = copy.deepcopy(cfg)
@@ -271,9 +331,9 @@ def train_seed(k: int, run: str, cfg: dict[str, Any], images: np.ndarray, table:
             raise ConfigError(f"{run}: no {s} items for its classes; check the dataset's split")
     log.info("%s: seed %d (%d of %d)", run, seed, k + 1, cfg["seeds"])
     resume = Path(resume_root) / run / f"seed-{seed}" if resume_root else None
-    model, result = train_model(seed_cfg, ds, len(names), in_chans, out_dir if k == 0 else None,
-                                Path(live_dir) if (live_dir and k == 0) else None, resume, init)
-    temperature, ood = calibrate_model(model, ds, seed_cfg)
+    model, result, cache = train_model(seed_cfg, ds, len(names), in_chans, out_dir if k == 0 else None,
+                                       Path(live_dir) if (live_dir and k == 0) else None, resume, init, shared)
+    temperature, ood = calibrate_model(model, ds, seed_cfg, cache)
     fit_info = {"seed": seed, "best_epoch": result.best_epoch, "best_val_loss": round(result.best_val_loss, 6),
                 "best_val_accuracy": None if result.best_val_accuracy is None else round(result.best_val_accuracy, 6),
                 "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "temperature": temperature}
@@ -297,7 +357,8 @@ def train_and_save(run: str, cfg: dict[str, Any], images: np.ndarray, table: pd.
     warnings = list(warnings or [])
     in_chans = 1 if images.ndim == 3 else images.shape[-1]
     workers, threads = seed_workers(cfg)
-    args = (run, cfg, images, table, names, in_chans, out_dir, live_dir, resume_root, branch, init)
+    shared = shared_prefix_features(cfg, images, table, len(names), in_chans, init)
+    args = (run, cfg, images, table, names, in_chans, out_dir, live_dir, resume_root, branch, init, shared)
     if workers > 1:
         import concurrent.futures as cf
         import multiprocessing as mp
